@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Local single-node Apache Kafka broker (KRaft) for development, tests and CI.
+#
+#   deploy/kafka/kafka.sh up      start (no-op when ours is already up); prints the bootstrap address
+#   deploy/kafka/kafka.sh down    stop gracefully, then SIGKILL; removes the data directory
+#   deploy/kafka/kafka.sh kill    SIGKILL only, data kept (fault-injection tests restart with `up`)
+#   deploy/kafka/kafka.sh status  exit 0 when our broker process is alive
+#
+# The broker is the `org.apache.kafka:kafka_2.13` jar and its dependencies, fetched from Maven
+# Central by `mvn dependency:copy-dependencies` (cached in ~/.m2) and run with plain `java`.
+# Environment:
+#   AVGRID_KAFKA_PORT            client port on 127.0.0.1 (default 9092)
+#   AVGRID_KAFKA_CONTROLLER_PORT KRaft controller port (default client port + 1)
+#   AVGRID_KAFKA_STATE           state directory: data, log, pid, config (default /tmp/avgrid-kafka-<port>)
+#   AVGRID_PYTHON                python with kafka-python, for the readiness check (default .venv/bin/python)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+port="${AVGRID_KAFKA_PORT:-9092}"
+cport="${AVGRID_KAFKA_CONTROLLER_PORT:-$((port + 1))}"
+state="${AVGRID_KAFKA_STATE:-/tmp/avgrid-kafka-$port}"
+lib="$here/lib"
+python="${AVGRID_PYTHON:-$repo/.venv/bin/python}"
+pidfile="$state/broker.pid"
+bootstrap="127.0.0.1:$port"
+
+log() { echo "kafka.sh: $*" >&2; }
+
+alive() {
+  [[ -f "$pidfile" ]] || return 1
+  local pid
+  pid="$(cat "$pidfile")"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && grep -q "kafka.Kafka" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+fetch_jars() {
+  if [[ -f "$lib/.complete" ]]; then return; fi
+  command -v mvn >/dev/null || { log "mvn not found: install maven (apt-get install -y maven)"; exit 1; }
+  log "fetching Kafka jars with Maven (cached in ~/.m2)..."
+  rm -rf "$lib"
+  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$lib" -DincludeScope=runtime >&2
+  touch "$lib/.complete"
+}
+
+write_config() {
+  mkdir -p "$state/data"
+  cat >"$state/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$state/data
+num.partitions=1
+auto.create.topics.enable=true
+# One node: every internal topic must have replication factor 1, or consumer groups and
+# transactions wait forever for replicas that do not exist.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+# fsync on every write: "nothing acknowledged is lost" must survive kill -9 of the broker in tests.
+log.flush.interval.messages=1
+EOF
+  cat >"$state/log4j2.properties" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $state/broker.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.org.name = org.apache.kafka
+logger.org.level = WARN
+EOF
+}
+
+run_java() {
+  java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
+    "-Dlog4j2.configurationFile=$state/log4j2.properties" -cp "$lib/*" "$@"
+}
+
+wait_ready() {
+  # Ready means: a record can be produced and consumed back, not only that the port is open.
+  local deadline=$((SECONDS + ${AVGRID_KAFKA_START_TIMEOUT:-90}))
+  while (( SECONDS < deadline )); do
+    if ! alive; then
+      log "broker exited during start-up; last log lines:"
+      tail -n 30 "$state/broker.log" "$state/stdout.log" >&2 2>/dev/null || true
+      return 1
+    fi
+    if "$python" "$here/ready.py" "$bootstrap" 2>>"$state/ready.log"; then
+      return 0
+    fi
+    sleep 1
+  done
+  log "broker at $bootstrap not ready after ${AVGRID_KAFKA_START_TIMEOUT:-90}s; see $state/broker.log"
+  return 1
+}
+
+up() {
+  if alive; then
+    wait_ready
+    echo "$bootstrap"
+    return
+  fi
+  command -v java >/dev/null || { log "java not found: install a JDK 17 (apt-get install -y openjdk-17-jre-headless)"; exit 1; }
+  [[ -x "$python" ]] || { log "$python not found: run 'make venv' first or set AVGRID_PYTHON"; exit 1; }
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    log "port $port is in use by another process; set AVGRID_KAFKA_PORT to use a free port"
+    exit 1
+  fi
+  fetch_jars
+  write_config
+  if [[ ! -f "$state/data/meta.properties" ]]; then
+    local cluster_id
+    cluster_id="$(run_java kafka.tools.StorageTool random-uuid 2>"$state/format.log" | tail -n 1)"
+    run_java kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" \
+      >"$state/format.log" 2>&1 || { log "storage format failed:"; cat "$state/format.log" >&2; exit 1; }
+  fi
+  log "starting broker on $bootstrap (state in $state)"
+  # setsid: the broker must outlive the shell (and make's process group) that started it.
+  setsid java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
+    "-Dlog4j2.configurationFile=$state/log4j2.properties" -cp "$lib/*" \
+    kafka.Kafka "$state/server.properties" >"$state/stdout.log" 2>&1 < /dev/null &
+  echo $! >"$pidfile"
+  wait_ready
+  echo "$bootstrap"
+}
+
+stop() {
+  local signal="$1"
+  if ! alive; then
+    rm -f "$pidfile"
+    return 0
+  fi
+  local pid
+  pid="$(cat "$pidfile")"
+  if [[ "$signal" == TERM ]]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  fi
+  kill -KILL "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+  rm -f "$pidfile"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) stop TERM; rm -rf "$state"; log "broker on $bootstrap stopped" ;;
+  kill) stop KILL; log "broker on $bootstrap killed (data kept in $state)" ;;
+  status) if alive; then echo "$bootstrap"; else exit 1; fi ;;
+  *) echo "usage: $0 up|down|kill|status" >&2; exit 2 ;;
+esac

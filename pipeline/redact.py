@@ -1,0 +1,41 @@
+"""Mask credentials in URLs and free text before they reach logs, records or errors."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+MASK = "***"
+
+# scheme://user:password@host  ->  scheme://user:***@host ; also catches URLs inside longer text.
+_URL_CRED = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+# query parameters that commonly carry secrets
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|pass|token|access_token|secret|key|auth|sig|signature)=)([^&\s#]+)")
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with URL passwords and secret query parameters replaced by ``***``.
+
+    >>> redact("rtsp://admin:hunter2@cam1:554/live?token=abc&x=1")
+    'rtsp://admin:***@cam1:554/live?token=***&x=1'
+    """
+    if not text:
+        return text
+    text = _URL_CRED.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{MASK}", text)
+
+
+def strip_credentials(url: str) -> str:
+    """Drop user info and secret query values entirely (for stream ids derived from URLs).
+
+    >>> strip_credentials("rtsp://admin:hunter2@cam1:554/live")
+    'rtsp://cam1:554/live'
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return redact(url)
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return redact(urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)))

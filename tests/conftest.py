@@ -1,0 +1,25 @@
+import os
+import socket
+
+import pytest
+
+# Tests run on 2 cores next to a broker: keep torch from oversubscribing.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def kafka_bootstrap() -> str:
+    return os.environ.get("AVGRID_KAFKA_BOOTSTRAP", f"127.0.0.1:{os.environ.get('AVGRID_KAFKA_PORT', '9092')}")
+
+
+@pytest.fixture(scope="session")
+def kafka() -> str:
+    """Bootstrap address of the local broker that `make test` starts (deploy/kafka/kafka.sh)."""
+    addr = kafka_bootstrap()
+    host, port = addr.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        if os.environ.get("CI"):
+            pytest.fail(f"Kafka broker not reachable at {addr}; `make test` starts it with deploy/kafka/kafka.sh up")
+        pytest.skip(f"Kafka broker not reachable at {addr} (run `make kafka-up`)")
+    return addr
