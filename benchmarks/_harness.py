@@ -1,0 +1,95 @@
+"""Shared reporting for benchmarks: a markdown table on stdout and ``benchmarks/results/NAME.json``.
+
+    from benchmarks._harness import report, timed
+    report("decode", figures={"ffmpeg_fps": 410.0, "avgrid_fps": 395.2},
+           ratios={"avgrid_vs_ffmpeg": 0.96}, targets={"avgrid_vs_ffmpeg": 0.9})
+
+JSON layout: ``{"name", "machine", "versions", "figures": {...}, "ratios": {...}}``,
+flat name -> number maps (plus ``targets`` and ``notes`` for humans).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+RESULTS_DIR = Path(os.environ.get("AVGRID_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
+_PACKAGES = ("avgrid", "torch", "torchvision", "torchaudio", "av", "ray", "pyarrow", "kafka-python", "numpy",
+             "opencv-python-headless")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem_gb = f", {kb / 1024 / 1024:.0f} GB"
+    except (OSError, ValueError, IndexError):
+        pass
+    gpu = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = ", GPU " + torch.cuda.get_device_name(0)
+    except Exception:
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}){mem_gb}{gpu}"
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in _PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+@contextmanager
+def timed():
+    """``with timed() as t: ...`` then ``t()`` is the elapsed wall seconds."""
+    start = time.perf_counter()
+    end: list[float] = []
+    yield lambda: (end[0] if end else time.perf_counter()) - start
+    end.append(time.perf_counter())
+
+
+def report(name: str, figures: dict[str, float], ratios: dict[str, float], *,
+           targets: dict[str, float] | None = None, notes: dict | None = None) -> dict:
+    """Print a markdown table and write ``RESULTS_DIR/<name>.json``; returns the written dict."""
+    targets = targets or {}
+    result = {"name": name, "machine": machine(), "versions": versions(),
+              "figures": {k: float(v) for k, v in figures.items()},
+              "ratios": {k: float(v) for k, v in ratios.items()},
+              "targets": targets, "notes": notes or {}}
+    lines = [f"## benchmark `{name}`", "", f"machine: {result['machine']}", "",
+             "| metric | value | target |", "|---|---:|---:|"]
+    for k, v in result["figures"].items():
+        lines.append(f"| {k} | {v:,.3f} | {_target(targets.get(k))} |")
+    for k, v in result["ratios"].items():
+        status = ""
+        if k in targets:
+            status = " (met)" if v >= targets[k] else " (NOT met)"
+        lines.append(f"| {k} (ratio) | {v:.3f}{status} | {_target(targets.get(k))} |")
+    print("\n".join(lines), flush=True)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    return result
+
+
+def _target(t):
+    return "" if t is None else f">= {t:g}"
