@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -92,3 +93,209 @@ class Gap:
     wall_end: _dt.datetime | None = None
     source: str = ""
     extra: dict = field(default_factory=dict)
+
+
+def slot_times(grid: GridConfig, t_start_s: float) -> np.ndarray:
+    """Sample times (s) of the ``frames_per_cell`` frame slots of the cell starting at ``t_start_s``.
+
+    Slot ``j`` sits at the middle of its share of the cell: ``t_start + (j + 0.5) * hop / F``.
+    """
+    dt = grid.hop_s / grid.frames_per_cell
+    return t_start_s + (np.arange(grid.frames_per_cell) + 0.5) * dt
+
+
+class _CellBuffer:
+    __slots__ = ("frames", "frame_times", "frame_mask", "audio", "audio_mask")
+
+    def __init__(self, grid: GridConfig):
+        f, s = grid.frames_per_cell, grid.samples_per_cell
+        self.frames = np.zeros((f, grid.frame_height, grid.frame_width, 3), np.uint8)
+        self.frame_times = np.full(f, np.nan)
+        self.frame_mask = np.zeros(f, bool)
+        self.audio = np.zeros(s, np.float32)
+        self.audio_mask = np.zeros(s, bool)
+
+
+class GridAligner:
+    """Turns one segment's decoded frames and audio into complete :class:`Cell` objects, in order.
+
+    Media times passed in are seconds on the source's own clock (``pts * time_base``); the cells
+    carry ``t + time_offset_s`` (0 for files; live sources shift later segments so that their
+    timeline keeps going forward across reconnects and PTS resets).
+
+    Video: frame slot ``n`` of the segment sits at ``t0 + (n + 0.5) * hop / F``. It takes the frame
+    with the nearest PTS (ties go to the earlier frame) if that frame is at most
+    ``frame_tolerance_s`` away (callers pass one nominal frame interval); otherwise the slot stays
+    empty (``frame_mask`` False). Frames are opaque objects turned into ``(H, W, 3)`` uint8 by
+    ``convert`` only when a slot picks them, so frames nobody samples are never scaled.
+
+    Audio: mono float32 at ``grid.sample_rate_hz``, placed by its start time. A chunk that starts
+    within ``audio_slack_s`` of where the previous one ended is appended contiguously (timestamp
+    rounding must not punch one-sample holes); a later start leaves a masked hole, an earlier one
+    overwrites.
+
+    A cell is emitted once no more media can land in it: video has passed its last slot and audio
+    its end (or the stream ended / is absent). A stream lagging more than ``max_lag_s`` behind the
+    other stops holding cells back (bounded memory when e.g. audio ends early); what it delivers
+    later for an emitted cell is dropped.
+
+    Example::
+
+        al = GridAligner(GridConfig(), stream_id="a", t0_s=0.0, has_video=True, has_audio=True,
+                         frame_tolerance_s=0.04, convert=lambda f: f)
+        al.push_video(0.02, rgb_frame); al.push_audio(0.0, samples_16k)
+        cells = al.pop_ready() + al.flush()
+    """
+
+    def __init__(self, grid: GridConfig, *, stream_id: str, t0_s: float, has_video: bool, has_audio: bool,
+                 frame_tolerance_s: float, convert: Callable[[Any], np.ndarray] = lambda f: f,
+                 segment: int = 0, time_offset_s: float = 0.0, wall_t0: _dt.datetime | None = None,
+                 source: str = "", is_live: bool = False, max_lag_s: float = 5.0, audio_slack_s: float = 0.002):
+        self.grid, self.stream_id, self.t0 = grid, stream_id, float(t0_s)
+        self.segment, self.offset, self.wall_t0 = segment, time_offset_s, wall_t0
+        self.source, self.is_live = source, is_live
+        self.tol, self.convert, self.max_lag = frame_tolerance_s, convert, max_lag_s
+        self._dt = grid.hop_s / grid.frames_per_cell
+        self._slack = int(round(audio_slack_s * grid.sample_rate_hz))
+        self._cells: dict[int, _CellBuffer] = {}
+        self._next_emit = 0
+        # video state: next undecided slot, previous frame (time, obj, converted-or-None)
+        self._video_done = not has_video
+        self._slot = 0
+        self._prev: list | None = None
+        self._video_end = -np.inf            # end of the last frame seen (t + tolerance), segment clock
+        # audio state: next expected sample position from t0, -1 before the first chunk
+        self._audio_done = not has_audio
+        self._apos = -1
+        self._audio_end = -np.inf
+
+    # -- input -------------------------------------------------------------------------------
+    def push_video(self, t_s: float, frame: Any) -> None:
+        """Add a decoded frame shown at media time ``t_s`` (frames in presentation order)."""
+        if self._prev is not None and t_s <= self._prev[0]:
+            return  # duplicate or out-of-order timestamp: keep the first
+        cur = [t_s, frame, None]                      # [time, frame, converted (cached)]
+        self._resolve_slots_before(t_s, cur)
+        self._prev = cur
+        self._video_end = max(self._video_end, t_s + self.tol)
+
+    def push_audio(self, t_s: float, samples: np.ndarray) -> None:
+        """Add mono float32 samples at ``grid.sample_rate_hz`` whose first sample is at ``t_s``."""
+        sr = self.grid.sample_rate_hz
+        pos = int(round((t_s - self.t0) * sr))
+        if self._apos >= 0 and abs(pos - self._apos) <= self._slack:
+            pos = self._apos
+        n = len(samples)
+        self._apos = pos + n
+        self._audio_end = max(self._audio_end, self.t0 + self._apos / sr)
+        if pos < 0:                                   # before the segment start
+            samples, pos = samples[-pos:], 0
+        spc = self.grid.samples_per_cell
+        i = 0
+        while i < len(samples):
+            c, off = divmod(pos + i, spc)
+            take = min(spc - off, len(samples) - i)
+            buf = self._buffer(c)
+            if buf is not None:
+                buf.audio[off:off + take] = samples[i:i + take]
+                buf.audio_mask[off:off + take] = True
+            i += take
+
+    def end_video(self) -> None:
+        """No more video in this segment: slots near the last frame take it, later ones stay empty."""
+        if not self._video_done:
+            self._resolve_slots_before(self._video_end, None)
+            self._video_done = True
+
+    def end_audio(self) -> None:
+        self._audio_done = True
+
+    # -- output ------------------------------------------------------------------------------
+    def pop_ready(self) -> list[Cell]:
+        """Cells that are complete, in index order."""
+        hop, sr = self.grid.hop_s, self.grid.sample_rate_hz
+        v_wm = np.inf if self._video_done else self.t0 + self._slot * self._dt
+        a_wm = np.inf if self._audio_done else (self.t0 + self._apos / sr if self._apos >= 0 else -np.inf)
+        lead = max(self._video_end if not self._video_done else -np.inf,
+                   self._audio_end if not self._audio_done else -np.inf)
+        if v_wm < lead - self.max_lag:
+            v_wm = np.inf
+        if a_wm < lead - self.max_lag:
+            a_wm = np.inf
+        out = []
+        while min(v_wm, a_wm) >= self.t0 + (self._next_emit + 1) * hop - 1e-9:
+            if not np.isfinite(min(v_wm, a_wm)) and self._next_emit >= self._n_cells():
+                break
+            out.append(self._emit())
+        return out
+
+    def flush(self) -> list[Cell]:
+        """End the segment: resolve what is left and return every remaining cell up to the media end."""
+        self.end_video()
+        self.end_audio()
+        out = []
+        while self._next_emit < self._n_cells():
+            out.append(self._emit())
+        self._cells.clear()
+        return out
+
+    @property
+    def emitted_end_s(self) -> float:
+        """End of the last emitted cell on the output timeline (``t0 + offset`` before any)."""
+        return self.t0 + self._next_emit * self.grid.hop_s + self.offset
+
+    @property
+    def media_end_s(self) -> float:
+        """Latest media time (segment clock) any stream reached; -inf before any input."""
+        return max(self._video_end, self._audio_end)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _n_cells(self) -> int:
+        end = self.media_end_s
+        if not np.isfinite(end):
+            return self._next_emit
+        # a cell exists when media reaches into it by more than half a frame slot (AAC padding and
+        # rounding must not create a nearly empty extra cell at the end)
+        return max(self._next_emit, int(np.ceil((end - self.t0) / self.grid.hop_s - 0.5 / self.grid.frames_per_cell)))
+
+    def _buffer(self, c: int) -> _CellBuffer | None:
+        if c < self._next_emit:
+            return None                               # already emitted: late media is dropped
+        buf = self._cells.get(c)
+        if buf is None:
+            buf = self._cells[c] = _CellBuffer(self.grid)
+        return buf
+
+    def _resolve_slots_before(self, t_s: float, nxt: list | None) -> None:
+        """Decide every slot whose time is before ``t_s``: it is between the previous frame and ``nxt``."""
+        F = self.grid.frames_per_cell
+        while self.t0 + (self._slot + 0.5) * self._dt < t_s:
+            s = self.t0 + (self._slot + 0.5) * self._dt
+            best, dist = None, np.inf
+            if self._prev is not None:
+                best, dist = self._prev, s - self._prev[0]
+            if nxt is not None and nxt[0] - s < dist:
+                best, dist = nxt, nxt[0] - s
+            if best is not None and dist <= self.tol + 1e-9:
+                buf = self._buffer(self._slot // F)
+                if buf is not None:
+                    if best[2] is None:
+                        best[2] = self.convert(best[1])
+                    j = self._slot % F
+                    buf.frames[j] = best[2]
+                    buf.frame_times[j] = best[0] + self.offset
+                    buf.frame_mask[j] = True
+            self._slot += 1
+
+    def _emit(self) -> Cell:
+        k = self._next_emit
+        buf = self._cells.pop(k, None) or _CellBuffer(self.grid)
+        self._next_emit += 1
+        t_start = self.t0 + k * self.grid.hop_s
+        wall = None
+        if self.wall_t0 is not None:
+            wall = self.wall_t0 + _dt.timedelta(seconds=t_start - self.t0)
+        return Cell(stream_id=self.stream_id, index=k, t_start=t_start + self.offset,
+                    t_end=t_start + self.grid.hop_s + self.offset, frames=buf.frames, frame_times=buf.frame_times,
+                    frame_mask=buf.frame_mask, audio=buf.audio, audio_mask=buf.audio_mask, segment=self.segment,
+                    wall_start=wall, source=self.source, is_live=self.is_live)

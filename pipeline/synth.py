@@ -40,6 +40,9 @@ FORMATS: dict[str, tuple[str, str, str, str]] = {
     "ts": ("mpegts", "libx264", "aac", ".ts"),
 }
 
+# Known decode offset of audio events in the avi (mpeg4 + mp3) pair; see make_media.
+AVI_AUDIO_DELAY_S = 0.026
+
 # Colour fields cycled through at each cut (RGB).
 FIELD_COLOURS = [(40, 60, 160), (170, 50, 40), (30, 140, 60), (150, 140, 30), (110, 40, 130)]
 BACKGROUND = FIELD_COLOURS[0]
@@ -210,7 +213,13 @@ def make_media(path: str | Path, spec: MediaSpec = MediaSpec(), fmt: str = "mp4"
     tb = Fraction(1, 90_000) if cfmt not in ("avi",) else Fraction(1, int(round(spec.video_fps)))
     if spec.vfr and cfmt == "avi":
         raise ValueError("avi cannot carry variable frame rate")
-    with av.open(str(path), "w", format=cfmt) as container:
+    # avi: libmp3lame's first packet carries a negative timestamp (encoder delay); the muxer's default
+    # avoid_negative_ts shift, rounded to video's 1/fps time base, pushed every video dts after the
+    # first one frame late and avi wrote an empty chunk for the hole (decoded pts 0, 2, 3, ...).
+    # Disabling the shift keeps video exact. The mp3 encoder delay (~1105 samples, 25 ms at 44.1 kHz)
+    # stays in the audio because avi has no edit list: clicks decode ~25 ms late (AVI_AUDIO_DELAY_S).
+    copts = {"avoid_negative_ts": "disabled"} if cfmt == "avi" else {}
+    with av.open(str(path), "w", format=cfmt, options=copts) as container:
         vs = _video_stream(container, vcodec, spec, tb) if spec.video else None
         as_ = _audio_stream(container, acodec, sr) if spec.audio else None
         # interleave by time: encode audio chunks up to each frame time

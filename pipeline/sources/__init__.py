@@ -1,0 +1,47 @@
+"""Inputs -> :class:`Source` objects that yield grid cells (and gaps) in order.
+
+    from pipeline.grid import GridConfig
+    from pipeline.sources import open_source
+
+    with open_source("clip.mp4", GridConfig()) as src:
+        for item in src:            # Cell, or Gap where media is missing (live reconnects, PTS jumps)
+            ...
+
+Files, URLs (rtsp/rtsps/rtmp/http(s)/HLS/udp/srt), ``/dev/videoN`` and ``synthetic:`` patterns
+all go through :func:`open_source`. Failures raise :class:`pipeline.errors.SourceError` naming the
+input with any password masked.
+"""
+
+from __future__ import annotations
+
+from pipeline.grid import GridConfig
+from pipeline.sources.base import Source, SourceOptions
+from pipeline.sources.inputs import (
+    MEDIA_EXTENSIONS,
+    expand_inputs,
+    is_live_url,
+    is_url,
+    parse_source_arg,
+    stream_id_for,
+)
+
+__all__ = ["MEDIA_EXTENSIONS", "Source", "SourceOptions", "expand_inputs", "is_live_url", "is_url", "open_source",
+           "parse_source_arg", "stream_id_for"]
+
+
+def open_source(url: str, grid: GridConfig, *, name: str | None = None, live: bool | None = None,
+                options: SourceOptions | None = None) -> Source:
+    """Open ``url`` (a path, URL, device or ``synthetic:...``) and return its :class:`Source`.
+
+    ``name`` is the stream id (default: :func:`stream_id_for`); ``live`` overrides
+    :func:`is_live_url`. Files and live inputs are opened here (live ones within
+    ``options.open_timeout_s``), so an unreadable input raises :class:`SourceError` right away.
+    """
+    options = options or SourceOptions()
+    stream_id = name or stream_id_for(url)
+    is_live = is_live_url(url) if live is None else live
+    if url.startswith("synthetic:"):
+        from pipeline.sources.synthetic import SyntheticSource
+        return SyntheticSource(url, grid, stream_id=stream_id, is_live=is_live or options.realtime, options=options)
+    from pipeline.sources.av_source import AVSource
+    return AVSource(url, grid, stream_id=stream_id, is_live=is_live, options=options)

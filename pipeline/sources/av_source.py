@@ -1,0 +1,265 @@
+"""Files and network streams through PyAV (FFmpeg): one demux pass, video + audio onto the grid."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from urllib.parse import urlsplit
+
+import av
+import numpy as np
+
+from pipeline.errors import SourceError
+from pipeline.grid import Gap, GridAligner, GridConfig
+from pipeline.sources.base import Source, SourceOptions, log
+
+
+def _ffmpeg_options(url: str, opts: SourceOptions) -> tuple[str | None, dict[str, str]]:
+    """(container format, FFmpeg options) for ``url``; socket timeouts are in microseconds."""
+    if url.startswith("/dev/video"):
+        return "v4l2", {}
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    if not scheme or scheme == "file":
+        return None, {}
+    us = str(int(opts.read_timeout_s * 1e6))
+    o = {"rw_timeout": us}
+    if scheme in ("rtsp", "rtsps"):
+        o.update(timeout=us, rtsp_transport=opts.rtsp_transport)
+    elif scheme in ("udp", "rtp", "srt", "http", "https"):
+        o["timeout"] = us
+    if scheme == "udp":
+        o.update(overrun_nonfatal="1", fifo_size="50000")
+    return None, o
+
+
+def _reason(e: BaseException) -> str:
+    # FFmpeg errors repeat the filename; the reason alone reads better and the source is named anyway
+    if isinstance(e, av.FFmpegError) and e.strerror:
+        return e.strerror
+    return f"{type(e).__name__}: {e}"
+
+
+class _Segment:
+    """A stretch of media with continuous timestamps: one aligner plus each stream's last time."""
+
+    def __init__(self, aligner: GridAligner, t0: float):
+        self.aligner, self.lo, self.hi = aligner, t0, t0
+        self.last: dict[str, float] = {}
+        self.last_mono = time.monotonic()
+
+
+class AVSource(Source):
+    """A file, URL or device read with PyAV. See :func:`pipeline.sources.open_source`."""
+
+    def __init__(self, url: str, grid: GridConfig, *, stream_id: str, is_live: bool, options: SourceOptions):
+        super().__init__(url, grid, stream_id=stream_id, is_live=is_live, options=options)
+        self._container = None
+        self._seg: _Segment | None = None
+        self._n_segments = 0
+        self._timeline_end = None          # end (timeline s) of the last cell of the previous segment
+        self._pending_gap = ""             # reason for the gap the next segment starts with
+        self.bad_packets = 0
+        self._tol = grid.hop_s / grid.frames_per_cell
+        self._has = (False, False)
+        self._container = self._open()     # fail early: a bad input raises here, in the caller's thread
+        if not is_live and self._container.duration:
+            self.duration_s = self._container.duration / 1e6
+
+    # -- open --------------------------------------------------------------------------------
+    def _open(self):
+        fmt, opts = _ffmpeg_options(self._url, self.options)
+        timeout = (self.options.open_timeout_s, self.options.read_timeout_s) if self.is_live else None
+        self._blocking("open", self.options.open_timeout_s if self.is_live else None)
+        try:
+            c = av.open(self._url, format=fmt, options=opts, timeout=timeout)
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise SourceError(self._url, f"cannot open: {_reason(e)}") from None
+        finally:
+            self._blocking("", None)
+        if not c.streams.video and not c.streams.audio:
+            c.close()
+            raise SourceError(self._url, "no audio or video stream")
+        return c
+
+    def _release(self) -> None:
+        c, self._container = self._container, None
+        if c is not None:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001  (closing a broken stream must not mask the real error)
+                pass
+
+    # -- read --------------------------------------------------------------------------------
+    def _produce(self) -> None:
+        opts = self.options
+        failures, backoff = 0, opts.backoff_initial_s
+        while True:
+            err = None
+            got_any = False
+            try:
+                got_any = self._read_container(self._container)
+            except SourceError as e:
+                err = e
+            except (av.FFmpegError, OSError) as e:
+                err = SourceError(self._url, _reason(e))
+            finally:
+                self._release()
+            if self._stop.is_set():
+                return
+            self._end_segment()
+            if not self.is_live or not opts.reconnect:
+                if err is not None:
+                    raise err
+                if not got_any and self._n_segments == 0:
+                    raise SourceError(self._url, "no decodable audio or video")
+                return
+            # live: reconnect with exponential backoff; a session that delivered media resets it
+            if got_any:
+                failures, backoff = 0, opts.backoff_initial_s
+            why = err.reason if err is not None else "end of stream"
+            while self._container is None:
+                failures += 1
+                if opts.max_reconnects is not None and failures > opts.max_reconnects:
+                    raise SourceError(self._url, f"gave up after {failures - 1} reconnect attempts ({why})")
+                log.warning("%s: %s; reconnecting in %.1f s (attempt %d)", self.source, why, backoff, failures)
+                self._blocking("reconnect wait", backoff + 1.0)
+                if not self._sleep(backoff):
+                    return
+                backoff = min(backoff * 2, opts.backoff_max_s)
+                try:
+                    self._container = self._open()
+                except SourceError as e:
+                    why = e.reason
+            self._pending_gap = "reconnect"
+
+    def _read_container(self, container) -> bool:
+        """Demux and decode until end of stream; True if any frame was delivered."""
+        vs = container.streams.video[0] if container.streams.video else None
+        as_ = container.streams.audio[0] if container.streams.audio else None
+        if vs is not None:
+            vs.thread_type = "AUTO"
+            rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+            self._tol = float(1 / rate) if rate else self.grid.hop_s / self.grid.frames_per_cell
+        self._has = (vs is not None, as_ is not None)
+        self._resampler = None
+        if as_ is not None:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.grid.sample_rate_hz)
+        self._file_t0 = None
+        if not self.is_live:
+            starts = [s.start_time * s.time_base for s in (vs, as_) if s is not None and s.start_time is not None]
+            self._file_t0 = float(min(starts)) if starts else None
+        read_timeout = self.options.read_timeout_s if self.is_live else None
+        got_any = False
+        packets = container.demux(*[s for s in (vs, as_) if s is not None])
+        while not self._stop.is_set():
+            self._blocking("read", read_timeout)
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            finally:
+                self._blocking("", None)
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:
+                self.bad_packets += 1   # a corrupt packet costs its frame, not the stream
+                continue
+            for frame in frames:
+                got_any = True
+                if packet.stream is vs:
+                    self._on_video(frame)
+                else:
+                    self._on_audio(frame)
+            if self._seg is not None and not self._emit(self._seg.aligner.pop_ready()):
+                break
+        if self._resampler is not None and self._seg is not None:
+            self._feed_audio(self._resampler.resample(None))
+        return got_any
+
+    def _on_video(self, frame) -> None:
+        if frame.pts is None:
+            return
+        t = float(frame.pts * frame.time_base)
+        if self._route("video", t):
+            self._seg.aligner.push_video(t, frame)
+
+    def _on_audio(self, frame) -> None:
+        if frame.pts is None:
+            return
+        t = float(frame.pts * frame.time_base)
+        if self._route("audio", t):
+            self._feed_audio(self._resampler.resample(frame))
+
+    def _feed_audio(self, frames) -> None:
+        for o in frames:
+            self._seg.aligner.push_audio(float(o.pts * o.time_base), o.to_ndarray()[0])
+
+    def _convert(self, frame) -> np.ndarray:
+        # FFmpeg's swscale does the scaling and colour conversion, only for frames a slot picked
+        return frame.to_ndarray(format="rgb24", width=self.grid.frame_width, height=self.grid.frame_height)
+
+    # -- segments ----------------------------------------------------------------------------
+    def _route(self, kind: str, t: float) -> bool:
+        """Place a frame at ``t`` (source clock) in a segment; False drops it."""
+        seg = self._seg
+        if seg is None:
+            t0 = self._file_t0 if self._file_t0 is not None and self._n_segments == 0 else t
+            self._start_segment(min(t0, t))
+        else:
+            last = seg.last.get(kind)
+            if last is None:
+                if not (seg.lo - 1.0 <= t <= seg.hi + self.options.jump_s):
+                    return False   # the other stream has not reached this segment's clock yet
+            elif not (last - 1.0 <= t <= last + self.options.jump_s):
+                self._pending_gap = "pts_reset" if t < last else "pts_jump"
+                self._end_segment()
+                self._start_segment(t)
+                if self._resampler is not None:   # its buffered samples belong to the old clock
+                    self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.grid.sample_rate_hz)
+        seg = self._seg
+        seg.last[kind] = t
+        seg.hi = max(seg.hi, t)
+        seg.last_mono = time.monotonic()
+        return True
+
+    def _start_segment(self, t0: float) -> None:
+        now_mono, now_wall = time.monotonic(), _dt.datetime.now(_dt.timezone.utc)
+        offset, gap = 0.0, None
+        if self._timeline_end is not None:
+            end, prev_offset, prev_mono = self._timeline_end, self._prev_offset, self._prev_last_mono
+            if self.is_live:
+                missed = max(0.0, now_mono - prev_mono)   # wall time nobody delivered media for
+                offset = end + missed - t0
+            else:
+                offset = max(prev_offset, end - t0)       # files keep their own times unless they go backwards
+            gap = Gap(stream_id=self.stream_id, t_start=end, t_end=t0 + offset, reason=self._pending_gap or "pts_jump",
+                      segment=self._n_segments, source=self.source,
+                      wall_start=(now_wall - _dt.timedelta(seconds=now_mono - prev_mono)) if self.is_live else None,
+                      wall_end=now_wall if self.is_live else None)
+        has_v, has_a = self._has
+        aligner = GridAligner(self.grid, stream_id=self.stream_id, t0_s=t0, has_video=has_v, has_audio=has_a,
+                              frame_tolerance_s=self._tol if has_v else 1.0, convert=self._convert,
+                              segment=self._n_segments, time_offset_s=offset,
+                              wall_t0=now_wall if self.is_live else None, source=self.source, is_live=self.is_live,
+                              max_lag_s=self.options.max_lag_s)
+        self._seg = _Segment(aligner, t0)
+        self._n_segments += 1
+        self._pending_gap = ""
+        if gap is not None:
+            log.info("%s: %s, gap of %.2f s", self.source, gap.reason, gap.t_end - gap.t_start)
+            self._put(gap)
+
+    def _end_segment(self) -> None:
+        seg, self._seg = self._seg, None
+        if seg is None:
+            return
+        al = seg.aligner
+        self._emit(al.flush())
+        self._timeline_end = al.emitted_end_s
+        self._prev_offset, self._prev_last_mono = al.offset, seg.last_mono
+
+    def _emit(self, cells) -> bool:
+        for c in cells:
+            if not self._put(c):
+                return False
+        return True

@@ -1,0 +1,169 @@
+"""The :class:`Source` every input becomes: an iterator of cells and gaps fed by a reader thread.
+
+The reader thread does all blocking work (open, demux, decode, sleep between reconnects) and puts
+finished items on a small bounded queue; the iterating thread only waits on that queue. That gives
+two guarantees FFmpeg alone does not (PyAV issues 584, 325, 1155, 1243):
+
+* ``close()`` from any thread unblocks the iterator at once, even while a network read hangs;
+* a watchdog: the reader announces a deadline before every blocking call, and if it overruns it
+  by more than ``SourceOptions.watchdog_grace_s`` the iterator raises :class:`SourceError` instead
+  of waiting forever (the stuck reader thread is a daemon and is abandoned).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+from pipeline.errors import SourceError
+from pipeline.grid import Cell, Gap, GridConfig
+from pipeline.redact import redact
+
+log = logging.getLogger("avgrid.sources")
+_END = object()
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How a source opens, waits and recovers. Times in seconds.
+
+    open_timeout_s / read_timeout_s: deadline for opening and for each packet read (live inputs;
+        passed to FFmpeg as socket timeouts and enforced by the watchdog).
+    reconnect: live inputs reopen after an error or end of stream, waiting ``backoff_initial_s``,
+        doubling up to ``backoff_max_s``; ``max_reconnects`` consecutive failures (None = forever)
+        end the source with a SourceError.
+    realtime: ``synthetic:`` sources pace cells at wall-clock speed.
+    jump_s: a timestamp moving forward by more than this (or backward by more than 1 s) starts a
+        new segment with a gap.
+    max_lag_s: how far one stream (audio or video) may run ahead of the other before cells stop
+        waiting for the slower one.
+    queue_cells: cells buffered between the reader thread and the consumer.
+    """
+
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    reconnect: bool = True
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 10.0
+    max_reconnects: int | None = None
+    realtime: bool = False
+    jump_s: float = 5.0
+    max_lag_s: float = 5.0
+    queue_cells: int = 8
+    watchdog_grace_s: float = 1.5
+    rtsp_transport: str = "tcp"
+
+
+class Source:
+    """Iterate to get :class:`Cell` items in order, and :class:`Gap` items where media is missing.
+
+    Attributes: ``stream_id``, ``source`` (input with password masked), ``is_live``,
+    ``duration_s`` (files, else None) and ``media_time_s`` (end of the last cell handed out),
+    for progress bars. Iterate once. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, url: str, grid: GridConfig, *, stream_id: str, is_live: bool, options: SourceOptions):
+        self._url = url
+        self.source = redact(url)
+        self.stream_id = stream_id
+        self.is_live = is_live
+        self.grid = grid
+        self.options = options
+        self.duration_s: float | None = None
+        self.media_time_s = 0.0
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, options.queue_cells))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._deadline: float | None = None       # monotonic time the reader's current blocking call must end by
+        self._deadline_what = ""
+
+    # -- consumer side -----------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Cell | Gap]:
+        if self._thread is not None:
+            raise RuntimeError(f"{self.source}: a Source can be iterated only once")
+        self._thread = threading.Thread(target=self._reader_main, name=f"avgrid-source:{self.source}", daemon=True)
+        self._thread.start()
+        while True:
+            try:
+                item = self._q.get(timeout=0.2)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                dl = self._deadline
+                if dl is not None and time.monotonic() > dl + self.options.watchdog_grace_s:
+                    self._stop.set()
+                    raise SourceError(self._url, f"{self._deadline_what}: no answer within its deadline "
+                                                 f"(watchdog, reader thread abandoned)") from None
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, Cell):
+                self.media_time_s = item.t_end
+            yield item
+
+    def close(self) -> None:
+        """Stop reading. Safe from any thread; a blocked iterator returns promptly."""
+        self._stop.set()
+        if self._thread is None:
+            self._release()
+        while True:
+            try:
+                self._q.put_nowait(_END)
+                return
+            except queue.Full:
+                try:
+                    self._q.get_nowait()
+                except queue.Empty:
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- reader side -------------------------------------------------------------------------
+    def _reader_main(self) -> None:
+        try:
+            self._produce()
+        except SourceError as e:
+            self._put(e)
+        except Exception as e:  # noqa: BLE001  (anything else is still this input's failure, named)
+            log.debug("reader failed", exc_info=True)
+            self._put(SourceError(self._url, f"{type(e).__name__}: {e}"))
+        finally:
+            self._deadline = None
+            self._release()
+            self._put(_END)
+
+    def _put(self, item) -> bool:
+        """Hand an item to the consumer; blocks while the queue is full. False once closed."""
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _blocking(self, what: str, timeout_s: float | None) -> None:
+        """Announce the next blocking call and its deadline to the watchdog (None: done)."""
+        self._deadline_what = what
+        self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep unless closed meanwhile; returns False when closed."""
+        return not self._stop.wait(seconds)
+
+    def _produce(self) -> None:
+        """Reader thread body: ``self._put`` every Cell/Gap in order; raise SourceError on failure."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free resources (called from the reader thread at its end, or by close() before iteration)."""

@@ -1,0 +1,220 @@
+"""File sources against generated media with known events (tests/media.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipeline.errors import SourceError
+from pipeline.grid import Cell, GridConfig
+from pipeline.sources import open_source
+from pipeline.synth import AVI_AUDIO_DELAY_S
+from tests.media import FORMATS, MediaSpec, available_formats, frame_times, make_media
+
+GRID = GridConfig(frame_height=48, frame_width=64)          # defaults: hop 1 s, 4 frames per cell
+FINE = dataclasses.replace(GRID, fps=25.0)                   # one slot per frame of a 25 fps clip
+EVENT_S = 2.3                                                # inside a cell, away from its edges
+
+
+def read(path, grid=GRID, **kw) -> list[Cell]:
+    with open_source(str(path), grid, **kw) as src:
+        items = list(src)
+    assert all(isinstance(i, Cell) for i in items), "a file must not produce gaps"
+    return items
+
+
+def flash_time(cells: list[Cell]) -> float:
+    """Media time of the first sampled frame that is (nearly) all white."""
+    for c in cells:
+        bright = c.frame_mask & (c.frames.reshape(len(c.frames), -1).mean(axis=1) > 200)
+        if bright.any():
+            return float(c.frame_times[np.argmax(bright)])
+    raise AssertionError("no flash found")
+
+
+def click_time(cells: list[Cell]) -> float:
+    """Media time of the first audio sample of the click burst (|x| > 0.3)."""
+    for c in cells:
+        loud = np.flatnonzero(np.abs(c.audio) > 0.3)
+        if len(loud):
+            return c.t_start + loud[0] / c.audio.shape[0] * (c.t_end - c.t_start)
+    raise AssertionError("no click found")
+
+
+def check_geometry(cells: list[Cell], grid: GridConfig, t0: float) -> None:
+    for k, c in enumerate(cells):
+        assert c.index == k
+        assert c.t_start == pytest.approx(t0 + k * grid.hop_s, abs=1e-9)
+        assert c.t_end == pytest.approx(c.t_start + grid.hop_s, abs=1e-9)
+        assert c.frames.shape == (grid.frames_per_cell, grid.frame_height, grid.frame_width, 3)
+        assert c.frames.dtype == np.uint8
+        assert c.audio.shape == (grid.samples_per_cell,) and c.audio.dtype == np.float32
+        ft = c.frame_times[c.frame_mask]
+        # a slot's frame is the nearest one, so it lies at most one frame interval outside the cell
+        assert np.all((ft >= c.t_start - 0.05) & (ft < c.t_end + 0.05))
+
+
+@pytest.mark.parametrize("fmt", available_formats())
+def test_flash_and_click_land_in_the_same_cell_for_every_format(tmp_path, fmt):
+    spec = MediaSpec(duration_s=4.0, flashes=(EVENT_S,), clicks=(EVENT_S,))
+    truth = make_media(tmp_path / f"clip{FORMATS[fmt][3]}", spec, fmt)
+    cells = read(truth.path)
+    assert len(cells) == 4
+    check_geometry(cells, GRID, 0.0)
+    assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.97 for c in cells)
+    expected = GRID.cell_index(truth.of("flash")[0].t_start)
+    assert expected == GRID.cell_index(truth.of("click")[0].t_start) == 2
+    flash_cell = GRID.cell_index(flash_time(cells))
+    click_cell = GRID.cell_index(click_time(cells))
+    assert flash_cell == click_cell == expected
+
+
+@pytest.mark.parametrize("fmt", available_formats())
+def test_audio_video_skew_is_under_one_frame(tmp_path, fmt):
+    spec = MediaSpec(duration_s=4.0, flashes=(EVENT_S,), clicks=(EVENT_S,))
+    truth = make_media(tmp_path / f"clip{FORMATS[fmt][3]}", spec, fmt)
+    cells = read(truth.path, FINE)
+    frame_s = 1 / spec.video_fps
+    # mpeg-ts shifts both streams by the AAC priming (1024 samples); avi keeps mp3's encoder delay
+    shift = 1024 / spec.sample_rate_hz if fmt == "ts" else 0.0
+    audio_delay = AVI_AUDIO_DELAY_S if fmt == "avi" else 0.0
+    tf, tc = flash_time(cells), click_time(cells)
+    # the flash shows from the first frame at or after EVENT_S; the click starts exactly there
+    assert EVENT_S + shift - 1e-6 <= tf < EVENT_S + shift + frame_s
+    assert tc == pytest.approx(EVENT_S + shift + audio_delay, abs=0.005)
+    assert abs(tf - tc) < frame_s
+
+
+def test_variable_frame_rate_takes_the_nearest_frame(tmp_path):
+    spec = MediaSpec(duration_s=4.0, vfr=True, flashes=(EVENT_S,), clicks=(EVENT_S,))
+    truth = make_media(tmp_path / "vfr.mp4", spec, "mp4")
+    real = frame_times(spec)
+    cells = read(truth.path)
+    check_geometry(cells, GRID, 0.0)
+    dt = GRID.hop_s / GRID.frames_per_cell
+    for c in cells:
+        for j, t in enumerate(c.frame_times):
+            slot = c.t_start + (j + 0.5) * dt
+            nearest = real[np.argmin(np.abs(real - slot))]
+            assert t == pytest.approx(nearest, abs=1e-4), (c.index, j)
+    assert GRID.cell_index(flash_time(cells)) == 2
+
+
+def test_non_zero_start_time_starts_cell_zero_there(tmp_path):
+    spec = MediaSpec(duration_s=3.0, start_time_s=5.0, flashes=(6.3,), clicks=(6.3,))
+    truth = make_media(tmp_path / "late.mkv", spec, "mkv")
+    cells = read(truth.path)
+    assert len(cells) == 3
+    check_geometry(cells, GRID, 5.0)
+    assert GRID.cell_index(flash_time(cells), 5.0) == GRID.cell_index(click_time(cells), 5.0) == 1
+
+
+def test_audio_only_and_video_only(tmp_path):
+    a = make_media(tmp_path / "a.mp4", MediaSpec(duration_s=3.0, video=False, flashes=(), clicks=(1.5,)), "mp4")
+    cells = read(a.path)
+    assert len(cells) == 3
+    assert not any(c.frame_mask.any() or c.frames.any() for c in cells)
+    assert all(c.audio_mask.mean() > 0.97 for c in cells)
+    assert GRID.cell_index(click_time(cells)) == 1
+    v = make_media(tmp_path / "v.webm", MediaSpec(duration_s=3.0, audio=False, flashes=(1.5,), clicks=()), "webm")
+    cells = read(v.path)
+    assert len(cells) == 3
+    assert all(c.frame_mask.all() for c in cells)
+    assert not any(c.audio_mask.any() or c.audio.any() for c in cells)
+    assert GRID.cell_index(flash_time(cells)) == 1
+
+
+def test_audio_starting_later_and_ending_earlier_is_masked(tmp_path):
+    spec = MediaSpec(duration_s=5.0, audio_start_s=1.5, audio_end_s=3.5, flashes=(), clicks=(2.3,))
+    truth = make_media(tmp_path / "partial.mkv", spec, "mkv")
+    cells = read(truth.path)
+    assert len(cells) == 5 and all(c.frame_mask.all() for c in cells)
+    mask = np.concatenate([c.audio_mask for c in cells])
+    t = np.arange(len(mask)) / GRID.sample_rate_hz
+    tol = 0.03   # opus frames are 20 ms; the encoder may pad the last one
+    assert not mask[t < 1.5 - tol].any()
+    assert mask[(t >= 1.5 + tol) & (t < 3.5 - tol)].all()
+    assert not mask[t >= 3.5 + tol].any()
+    assert GRID.cell_index(click_time(cells)) == 2
+
+
+def test_odd_sizes_are_scaled_by_ffmpeg_to_the_grid_size(tmp_path):
+    grid = GridConfig(frame_height=61, frame_width=97)
+    spec = MediaSpec(duration_s=2.0, width=321, height=241, flashes=(1.3,), clicks=())
+    truth = make_media(tmp_path / "odd.mp4", spec, "mp4")
+    cells = read(truth.path, grid)
+    check_geometry(cells, grid, 0.0)
+    frame = cells[0].frames[0].astype(int)
+    # the background colour survives scaling: it is field colour 0 away from the square
+    assert np.abs(frame[5, -5] - np.array([40, 60, 160])).max() < 12
+    assert GRID.cell_index(flash_time(cells)) == 1
+
+
+def test_progress_attributes(tmp_path):
+    truth = make_media(tmp_path / "p.mp4", MediaSpec(duration_s=3.0), "mp4")
+    with open_source(truth.path, GRID) as src:
+        assert src.duration_s == pytest.approx(3.0, abs=0.05) and not src.is_live
+        seen = [src.media_time_s for _ in src]
+    assert seen == [1.0, 2.0, 3.0]
+
+
+# -- broken inputs --------------------------------------------------------------------------------
+
+def _valid_mp4(tmp_path):
+    return make_media(tmp_path / "ok.mp4", MediaSpec(duration_s=2.0), "mp4").path
+
+
+def _zero_byte(tmp_path):
+    p = tmp_path / "empty.mp4"
+    p.write_bytes(b"")
+    return p
+
+
+def _text_named_mp4(tmp_path):
+    p = tmp_path / "notes.mp4"
+    p.write_text("this is not a video\n" * 50)
+    return p
+
+
+def _truncated_mp4(tmp_path):
+    data = open(_valid_mp4(tmp_path), "rb").read()
+    p = tmp_path / "truncated.mp4"
+    p.write_bytes(data[: len(data) // 2])    # the index (moov) is written last: it is gone
+    return p
+
+
+def _broken_index_mp4(tmp_path):
+    data = bytearray(open(_valid_mp4(tmp_path), "rb").read())
+    i = data.index(b"moov")
+    data[i + 8:i + 400] = b"\xff" * 392       # garbage over the movie header and first track boxes
+    p = tmp_path / "broken_index.mp4"
+    p.write_bytes(bytes(data))
+    return p
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("make_bad", [_zero_byte, _text_named_mp4, _truncated_mp4, _broken_index_mp4])
+def test_broken_files_give_a_clear_source_error(tmp_path, make_bad):
+    bad = make_bad(tmp_path)
+    with pytest.raises(SourceError) as err:
+        read(bad)
+    assert str(bad) in str(err.value)
+    assert err.value.reason
+
+
+def test_missing_file_names_the_input(tmp_path):
+    with pytest.raises(SourceError, match="nope.mp4"):
+        open_source(str(tmp_path / "nope.mp4"), GRID)
+
+
+def test_truncated_stream_file_yields_what_is_there(tmp_path):
+    truth = make_media(tmp_path / "full.ts", MediaSpec(duration_s=4.0), "ts")
+    data = open(truth.path, "rb").read()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[: len(data) // 2])
+    cells = read(cut)
+    assert 1 <= len(cells) <= 3
+    check_geometry(cells, GRID, 0.0)
+    assert cells[0].frame_mask.all()
