@@ -1,0 +1,301 @@
+"""Parquet sink: one dataset per record kind at ``<out>/<kind>/``, files visible only when complete.
+
+Layout (``partition_by=("stream_id",)`` adds a hive directory ``stream_id=<id>/``)::
+
+    <out>/<kind>/part-<input hash>-<run_id>-<seq>.parquet    one input (stream_id) per file
+    <out>/<kind>/.part-....parquet.tmp                       being written; readers skip it
+    <out>/_avgrid/runs/<run_id>.json                         per-run manifest: files, rows, commits
+    <out>/_avgrid/commits/<input hash>.json                  input committed: the exact files holding it
+
+Every file is written under a temporary name, fsynced and renamed atomically, so pyarrow.dataset
+and DuckDB (``read_parquet('<out>/<kind>/**/*.parquet', hive_partitioning=true)``) never see a
+partial file, also while a run is going.
+
+Re-runs: ``commit_input(stream_id)`` writes the input's remaining rows, then a commit marker that
+lists exactly the files holding that input, then deletes every other file of the input (what an
+earlier, killed attempt or an earlier run left). ``open()`` finishes that clean-up when a run died
+between the marker and the deletes. So an archive run killed at any point and run again (skipping
+``committed_inputs()``) ends with the same record ids as one clean run, without duplicates.
+Uncommitted leftovers of an input stay readable until that input is committed again (at-least-once:
+duplicates carry the same ``record_id``). Live streams are never committed, so nothing of theirs is
+ever deleted.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import quote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import SinkError
+from pipeline.records import KINDS, Record, to_arrow
+from pipeline.sinks.base import SinkStats
+
+log = logging.getLogger(__name__)
+
+BOOKKEEPING = "_avgrid"
+_SAFE_RUN_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_PARTITIONABLE = ("stream_id",)
+
+
+def input_hash(input_key: str) -> str:
+    """16 hex characters naming an input in file names (stream ids may hold any character)."""
+    return hashlib.sha256(input_key.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class _Buffer:
+    tables: list[pa.Table] = field(default_factory=list)
+    rows: int = 0
+    since: float = 0.0          # time.monotonic() of the oldest buffered row
+
+
+class ParquetSink:
+    """Writes records to ``<out>/<kind>/`` Parquet datasets; see the module docstring for the layout."""
+
+    def __init__(self, out_dir: Path, *, run_id: str, roll_rows: int, roll_seconds: float,
+                 partition_by: tuple[str, ...], compression: str, committed: dict[str, dict],
+                 earlier_files: dict[str, set[str]]):
+        self.out = out_dir
+        self.run_id = run_id
+        self.roll_rows = roll_rows
+        self.roll_seconds = roll_seconds
+        self.partition_by = partition_by
+        self.compression = compression
+        self.stats = SinkStats()
+        self._committed = committed             # input -> its commit marker (earlier runs and this one)
+        self._earlier_files = earlier_files     # input hash -> files/temp files not written by this run
+        self._buffers: dict[tuple[str, str], _Buffer] = {}
+        self._files: dict[str, list[str]] = defaultdict(list)   # input -> files this run wrote
+        self._committed_here: set[str] = set()
+        self._seq = 0
+        self._started = _now()
+        self._closed = False
+
+    @classmethod
+    def open(cls, out_dir: str | os.PathLike, *, run_id: str, roll_rows: int = 100_000,
+             roll_seconds: float = 60.0, partition_by: Sequence[str] = (),
+             compression: str = "snappy") -> "ParquetSink":
+        """Open (or create) the output directory for one run.
+
+        roll_rows: rows per (kind, input) after which a file is written.
+        roll_seconds: age in seconds of the oldest buffered row after which a file is written
+          (checked on every ``write`` and ``flush``).
+        partition_by: hive partition columns; only ``("stream_id",)`` is supported (that column then
+          lives in the directory name, not in the file, as pyarrow's ``write_dataset`` does).
+        """
+        if not _SAFE_RUN_ID.match(run_id):
+            raise ValueError(f"run_id {run_id!r}: use 1-64 characters of [A-Za-z0-9_.-] (it names files)")
+        bad = [c for c in partition_by if c not in _PARTITIONABLE]
+        if bad:
+            raise ValueError(f"partition_by {bad}: only {_PARTITIONABLE} can partition the dataset")
+        if roll_rows < 1 or roll_seconds <= 0:
+            raise ValueError(f"roll_rows={roll_rows}, roll_seconds={roll_seconds}: both must be positive")
+        out = Path(out_dir)
+        for sub in ("runs", "commits"):
+            (out / BOOKKEEPING / sub).mkdir(parents=True, exist_ok=True)
+        committed = _read_commits(out)
+        earlier = _scan(out)
+        if (out / BOOKKEEPING / "runs" / f"{run_id}.json").exists():
+            raise ValueError(f"run_id {run_id!r} was already used in {out}; every run needs a new one")
+        _finish_cleanup(out, committed, earlier)
+        sink = cls(out, run_id=run_id, roll_rows=roll_rows, roll_seconds=roll_seconds,
+                   partition_by=tuple(partition_by), compression=compression, committed=committed,
+                   earlier_files=earlier)
+        sink._write_manifest()
+        return sink
+
+    # -- Sink -----------------------------------------------------------------------------------
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Buffer records (any kinds and inputs); files are written when a buffer rolls."""
+        if self._closed:
+            raise SinkError(f"parquet {self.out}: write after close")
+        groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
+        for r in records:
+            groups[(r.kind, r.stream_id)].append(r)
+        now = time.monotonic()
+        for key, recs in groups.items():
+            if key[1] in self._committed_here:
+                raise SinkError(f"parquet {self.out}: input {key[1]!r} was already committed in this run; "
+                                "its records must all come before commit_input")
+            buf = self._buffers.get(key)
+            if buf is None:
+                buf = self._buffers[key] = _Buffer(since=now)
+            buf.tables.append(to_arrow(recs))
+            buf.rows += len(recs)
+            if buf.rows >= self.roll_rows:
+                self._roll(key)
+        self._roll_old(now)
+
+    def flush(self) -> None:
+        """Write every buffered row to complete, fsynced files."""
+        for key in list(self._buffers):
+            self._roll(key)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._write_manifest(finished=True)
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def commit_input(self, input_key: str) -> None:
+        """Every record of input ``input_key`` (its stream_id) is on disk: mark it committed.
+
+        Writes the input's buffered rows, then the commit marker (the exact files holding the
+        input), then removes what earlier attempts left of the same input.
+        """
+        for key in [k for k in self._buffers if k[1] == input_key]:
+            self._roll(key)
+        files = sorted(self._files.get(input_key, ()))
+        marker = {"input": input_key, "run_id": self.run_id, "files": files, "committed_at": _now()}
+        _atomic_write(self._marker_path(input_key), json.dumps(marker, indent=1).encode())
+        self._committed[input_key] = marker
+        self._committed_here.add(input_key)
+        _remove(self.out, self._earlier_files.pop(input_hash(input_key), set()) - set(files))
+        self._write_manifest()
+
+    def committed_inputs(self) -> set[str]:
+        """Inputs whose records are all durable, from earlier runs of this directory and this one."""
+        return set(self._committed)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _roll_old(self, now: float) -> None:
+        for key in [k for k, b in self._buffers.items() if now - b.since >= self.roll_seconds]:
+            self._roll(key)
+
+    def _roll(self, key: tuple[str, str]) -> None:
+        buf = self._buffers.pop(key, None)
+        if buf is None or not buf.rows:
+            return
+        kind, stream_id = key
+        table = pa.concat_tables(buf.tables) if len(buf.tables) > 1 else buf.tables[0]
+        parts = []
+        if "stream_id" in self.partition_by:
+            parts.append(f"stream_id={quote(stream_id, safe='')}")
+            table = table.drop_columns(["stream_id"])
+        self._seq += 1
+        rel = "/".join([kind, *parts, f"part-{input_hash(stream_id)}-{self.run_id}-{self._seq:06d}.parquet"])
+        try:
+            _atomic_write_table(self.out / rel, table, self.compression)
+        except OSError as e:
+            # the rows stay buffered: a later flush may succeed (disk full, ...)
+            self._buffers[key] = buf
+            raise SinkError(f"parquet {self.out / rel}: {e}") from e
+        self._files[stream_id].append(rel)
+        self.stats.written[kind] += buf.rows
+        self._write_manifest()
+
+    def _marker_path(self, input_key: str) -> Path:
+        return self.out / BOOKKEEPING / "commits" / f"{input_hash(input_key)}.json"
+
+    def _write_manifest(self, finished: bool = False) -> None:
+        manifest = {"run_id": self.run_id, "started_at": self._started, "updated_at": _now(),
+                    "finished": finished, "files": {k: v for k, v in self._files.items()},
+                    "rows": dict(self.stats.written), "committed": sorted(self._committed_here),
+                    "partition_by": list(self.partition_by)}
+        _atomic_write(self.out / BOOKKEEPING / "runs" / f"{self.run_id}.json",
+                      json.dumps(manifest, indent=1).encode())
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_table(final: Path, table: pa.Table, compression: str) -> None:
+    """Write to ``.<name>.tmp`` in the same directory, fsync, rename: readers see all or nothing."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp")
+    pq.write_table(table, tmp, compression=compression)
+    _fsync_path(tmp)
+    os.replace(tmp, final)
+    _fsync_path(final.parent, directory=True)
+
+
+def _atomic_write(final: Path, data: bytes) -> None:
+    tmp = final.with_name(f"_{final.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    _fsync_path(final.parent, directory=True)
+
+
+def _read_commits(out: Path) -> dict[str, dict]:
+    committed = {}
+    for p in (out / BOOKKEEPING / "commits").glob("*.json"):
+        try:
+            marker = json.loads(p.read_text())
+            committed[marker["input"]] = marker
+        except (OSError, ValueError, KeyError) as e:
+            # markers are written atomically: a bad one was edited by hand; redo that input
+            log.warning("parquet %s: ignoring unreadable commit marker %s: %s", out, p.name, e)
+    return committed
+
+
+_DATA_NAME = re.compile(r"^\.?part-([0-9a-f]{16})-.*\.parquet(\.tmp)?$")
+
+
+def _scan(out: Path) -> dict[str, set[str]]:
+    """Input hash -> data and temporary files (relative paths) already in the datasets."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for kind in KINDS:
+        base = out / kind
+        if not base.is_dir():
+            continue
+        for dirpath, _dirs, names in os.walk(base):
+            for name in names:
+                m = _DATA_NAME.match(name)
+                if m:
+                    found[m.group(1)].add(os.path.relpath(os.path.join(dirpath, name), out))
+    return found
+
+
+def _finish_cleanup(out: Path, committed: dict[str, dict], found: dict[str, set[str]]) -> None:
+    """A committed input owns exactly the files its marker lists; anything else of it is left over."""
+    for input_key, marker in committed.items():
+        h = input_hash(input_key)
+        listed = set(marker.get("files", ()))
+        _remove(out, found.get(h, set()) - listed)
+        # the listed files stay "earlier files": if this run processes the input again, its commit
+        # replaces them
+        found[h] = found.get(h, set()) & listed
+
+
+def _remove(out: Path, rel_paths: set[str]) -> None:
+    dirs = set()
+    for rel in rel_paths:
+        try:
+            os.unlink(out / rel)
+            dirs.add((out / rel).parent)
+        except FileNotFoundError:
+            pass
+    for d in dirs:
+        _fsync_path(d, directory=True)
