@@ -1,0 +1,191 @@
+"""Audio detectors on the cells' 16 kHz mono audio: loudness / onset / silence, and speech (Silero VAD)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from operators.detectors.base import SAMPLE_RATE_HZ, check_audio, empty, result
+from operators.registry import register
+
+FLOOR_DBFS = -120.0
+
+
+@dataclass(frozen=True)
+class LoudnessConfig:
+    """Levels in dBFS (0 = full-scale square wave... sine peaks at -3), measured over ``frame_ms`` frames.
+
+    silence: the cell's level (RMS of its real samples) < ``silence_dbfs``.
+    loud:    the cell's level >= ``loud_dbfs``.
+    onset:   a frame at >= ``onset_min_dbfs`` that is >= ``onset_rise_db`` above the loudest of the
+             ``onset_lookback_ms`` before it (a click, a bang, a sound starting), across cell boundaries.
+    A cell needs >= ``min_real_fraction`` real samples to be judged at all.
+    """
+
+    silence_dbfs: float = -50.0
+    loud_dbfs: float = -12.0
+    onset_rise_db: float = 20.0
+    onset_min_dbfs: float = -40.0
+    onset_lookback_ms: float = 50.0
+    frame_ms: float = 10.0
+    min_real_fraction: float = 0.5
+
+
+def dbfs(x: np.ndarray, axis=None) -> np.ndarray:
+    """RMS level in dB relative to full scale, floored at -120 dBFS."""
+    rms = np.sqrt(np.mean(np.square(x, dtype=np.float64), axis=axis))
+    return np.maximum(20 * np.log10(np.maximum(rms, 1e-12)), FLOOR_DBFS)
+
+
+class LoudnessDetector(nn.Module):
+    """Labels ``silence, loud, onset``.
+
+    scores: silence and loud = fraction of the cell's frames below ``silence_dbfs`` / at or above
+    ``loud_dbfs``; onset = the biggest rise in dB / 60, capped at 1. times: onset = start of the first
+    onset frame in the cell; NaN otherwise. extras: ``level_dbfs`` (T,), NaN for cells not judged.
+    State: the last frame levels (for the onset look-back).
+    """
+
+    labels = ("silence", "loud", "onset")
+
+    def __init__(self, cfg: LoudnessConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.method = (f"dbfs(silence<{cfg.silence_dbfs:g},loud>={cfg.loud_dbfs:g},"
+                       f"onset+{cfg.onset_rise_db:g}dB>={cfg.onset_min_dbfs:g})")
+
+    def forward(self, frames, frame_mask, audio, audio_mask, state=None):
+        audio, mask = check_audio(audio, audio_mask)
+        c = self.cfg
+        T, S = audio.shape
+        hop = int(round(c.frame_ms * SAMPLE_RATE_HZ / 1000))
+        n = S // hop
+        lookback = max(1, int(round(c.onset_lookback_ms / c.frame_ms)))
+        scores, fired, times = empty(T, 3)
+        level = np.full(T, np.nan, np.float32)
+        # frame levels of the whole call, NaN where a frame is mostly missing; the state's tail in front
+        fr = audio[:, :n * hop].reshape(T, n, hop)
+        fm = mask[:, :n * hop].reshape(T, n, hop)
+        fdb = np.where(fm.mean(-1) >= 0.5, dbfs(np.where(fm, fr, 0), axis=-1), np.nan).ravel()
+        prev = state if state is not None else np.full(lookback, np.nan)
+        seq = np.concatenate([prev, fdb])
+        for t in range(T):
+            real = mask[t]
+            if real.mean() < c.min_real_fraction:
+                continue
+            level[t] = dbfs(audio[t][real])
+            cell = fdb[t * n:(t + 1) * n]
+            judged = ~np.isnan(cell)
+            scores[t, 0] = (cell[judged] < c.silence_dbfs).mean()
+            scores[t, 1] = (cell[judged] >= c.loud_dbfs).mean()
+            fired[t, 0] = level[t] < c.silence_dbfs
+            fired[t, 1] = level[t] >= c.loud_dbfs
+            for i in range(n):
+                j = len(prev) + t * n + i
+                before = seq[j - lookback:j]
+                if np.isnan(seq[j]) or np.isnan(before).all():
+                    continue
+                rise = seq[j] - np.nanmax(before)
+                scores[t, 2] = max(scores[t, 2], min(1.0, rise / 60.0))
+                if rise >= c.onset_rise_db and seq[j] >= c.onset_min_dbfs and not fired[t, 2]:
+                    fired[t, 2] = True
+                    times[t, 2] = i * hop / SAMPLE_RATE_HZ
+        return result(self.labels, scores, fired, times, self.method, "audio", level_dbfs=level), seq[-lookback:]
+
+
+@dataclass(frozen=True)
+class SpeechConfig:
+    """Silero VAD (the model packaged in the silero-vad wheel; no download) on 32 ms chunks.
+
+    A chunk is speech when its probability >= ``threshold``; a cell fires when its speech chunks add
+    up to >= ``min_speech_s`` seconds.
+    """
+
+    threshold: float = 0.5
+    min_speech_s: float = 0.2
+
+
+class SpeechDetector(nn.Module):
+    """Label ``speech``; score = fraction of the cell's real chunks that are speech; times = start of
+    the first speech chunk in the cell. extras: ``max_probability`` (T,).
+
+    The VAD's recurrent state and the samples not yet filling a 512-sample chunk are carried in the
+    returned state, so one detector can serve several streams, each with its own state.
+    """
+
+    labels = ("speech",)
+    CHUNK = 512                    # samples per VAD step at 16 kHz (32 ms)
+
+    def __init__(self, cfg: SpeechConfig):
+        super().__init__()
+        from silero_vad import load_silero_vad  # the packaged TorchScript model, found via importlib.resources
+
+        self.cfg = cfg
+        self.vad = load_silero_vad(onnx=False)._model
+        self.context = int(self.vad.context_size_samples)
+        self.method = f"silero-vad(threshold={cfg.threshold:g})"
+
+    def initial_state(self):
+        return {"rnn": torch.zeros(2, 1, 128), "context": torch.zeros(1, self.context),
+                "pending": np.zeros(0, np.float32), "pending_real": np.zeros(0, bool)}
+
+    @torch.inference_mode()
+    def forward(self, frames, frame_mask, audio, audio_mask, state=None):
+        audio, mask = check_audio(audio, audio_mask)
+        T, S = audio.shape
+        st = state if state is not None else self.initial_state()
+        # one continuous signal: what the last call left over, then this call's cells
+        sig = np.concatenate([st["pending"], np.where(mask, audio, 0).ravel()])
+        real = np.concatenate([st["pending_real"], mask.ravel()])
+        offset = len(st["pending"])
+        n_chunks = len(sig) // self.CHUNK
+        rnn, ctx = st["rnn"], st["context"]
+        probs = np.zeros(n_chunks, np.float32)
+        for k in range(n_chunks):
+            x = torch.from_numpy(sig[k * self.CHUNK:(k + 1) * self.CHUNK]).unsqueeze(0)
+            out, rnn = self.vad(torch.cat([ctx, x], dim=1), rnn)
+            ctx = x[:, -self.context:]
+            probs[k] = float(out)
+        scores, fired, times = empty(T, 1)
+        maxp = np.zeros(T, np.float32)
+        speech_s = np.zeros(T)
+        n_real = np.zeros(T)
+        chunk_s = self.CHUNK / SAMPLE_RATE_HZ
+        for k in range(n_chunks):
+            end = (k + 1) * self.CHUNK - offset - 1           # a chunk belongs to the cell of its last sample
+            if end < 0:
+                continue
+            t = end // S
+            if real[k * self.CHUNK:(k + 1) * self.CHUNK].mean() < 0.5:
+                continue
+            n_real[t] += 1
+            maxp[t] = max(maxp[t], probs[k])
+            if probs[k] >= self.cfg.threshold:
+                if speech_s[t] == 0:
+                    times[t, 0] = max(0, k * self.CHUNK - offset - t * S) / SAMPLE_RATE_HZ
+                speech_s[t] += chunk_s
+        scores[:, 0] = np.divide(speech_s / chunk_s, n_real, out=np.zeros(T), where=n_real > 0)
+        fired[:, 0] = speech_s >= self.cfg.min_speech_s - 1e-9
+        times[~fired] = np.nan
+        rest = n_chunks * self.CHUNK
+        new_state = {"rnn": rnn, "context": ctx, "pending": sig[rest:].copy(), "pending_real": real[rest:].copy()}
+        return result(self.labels, scores, fired, times, self.method, "audio", max_probability=maxp), new_state
+
+
+def _vad_status(cfg) -> tuple[bool, str | None]:
+    try:
+        import importlib.resources
+
+        path = importlib.resources.files("silero_vad.data").joinpath("silero_vad.jit")
+        return path.is_file(), str(path)
+    except ModuleNotFoundError:
+        return False, None
+
+
+register("loudness", family="detector", config_cls=LoudnessConfig, builder=LoudnessDetector,
+         description="loudness per cell in dBFS with silence, loud and onset (click) thresholds")
+register("speech", family="detector", config_cls=SpeechConfig, builder=SpeechDetector, weights_status=_vad_status,
+         description="speech by Silero VAD (the model inside the silero-vad wheel)")
