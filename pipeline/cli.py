@@ -1,0 +1,221 @@
+"""The ``avgrid`` command (see DESIGN.md, "CLI (CONTRACT)").
+
+    avgrid annotate INPUT... [--out DIR] [--kafka HOST:PORT] [--kafka-prefix P] [--config FILE] [--profile NAME]
+    avgrid run SOURCE...     [--out DIR] [--kafka HOST:PORT] [--kafka-prefix P] [--duration SECONDS] [--config FILE]
+    avgrid inspect DIR
+    avgrid train --data DIR --out BUNDLE
+    avgrid eval --bundle BUNDLE --data DIR
+    avgrid bench NAME
+    avgrid models
+
+Exit status: 0 every input succeeded; 1 some inputs failed (the others were processed and each
+failure is listed with its reason); 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from dataclasses import fields
+
+from pipeline.config import HELP, Config, load_config
+from pipeline.errors import AvgridError, ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+_SHOWN = {"progress": "on when stderr is a terminal", "operator_actors": "one per 2 Ray CPUs, at least 1",
+          "num_cpus": "all", "action_weights": "torchvision's cache"}
+# options that only make sense for one command
+_ONLY = {"duration": "run", "status_interval_s": "run", "concurrency": "annotate"}
+
+
+def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
+    defaults = Config()
+    p.add_argument("--config", metavar="FILE", help="YAML file with any of the options below (flags win)")
+    for f in fields(Config):
+        if _ONLY.get(f.name, command) != command:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        shown = _SHOWN.get(f.name, "none" if default is None else default)
+        help_ = f"{HELP[f.name]} (default: {shown})"
+        if f.name == "progress":
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            continue
+        typ = {"int": int, "float": float}.get(f.type.split(" ")[0], str)
+        metavar = {"out": "DIR", "kafka": "HOST:PORT", "kafka_prefix": "P", "profile": "NAME", "bundle": "PATH",
+                   "ray_address": "HOST:PORT", "metrics_port": "PORT", "duration": "SECONDS"}.get(f.name)
+        p.add_argument(flag, dest=f.name, type=typ, default=None, metavar=metavar, help=help_)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avgrid", description="Streaming audio-visual understanding: decode, align on one temporal grid, "
+        "detect and encode, and write action/event/sentiment/caption records to Parquet and Kafka.",
+        epilog="Exit status: 0 all inputs succeeded, 1 some inputs failed, 2 usage or configuration error.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("annotate", help="annotate files, directories (recursive) and globs",
+                       description="Annotate archived media. Inputs already committed in --out are skipped.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="a media file, a directory (recursive) or a glob")
+    _add_run_options(p, "annotate")
+
+    p = sub.add_parser("run", help="annotate live sources until --duration, SIGINT or SIGTERM",
+                       description="Annotate live sources (RTSP/RTSPS, RTMP, HLS/HTTP, UDP/SRT MPEG-TS, V4L2). "
+                       "SIGINT/SIGTERM drain what is in flight, flush the sinks and exit 0.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="URL or device, optionally name=URL")
+    _add_run_options(p, "run")
+
+    p = sub.add_parser("inspect", help="summarise an output dataset", description="Counts per kind and stream, "
+                       "time coverage, top labels, files and schema versions of an avgrid Parquet dataset.")
+    p.add_argument("dir", metavar="DIR", help="the --out directory of a run")
+
+    p = sub.add_parser("train", help="train a fusion bundle from labelled clips")
+    p.add_argument("--data", required=True, metavar="DIR", help="labelled clips directory")
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write")
+
+    p = sub.add_parser("eval", help="evaluate a bundle on labelled clips")
+    p.add_argument("--bundle", required=True, metavar="BUNDLE", help="bundle directory")
+    p.add_argument("--data", required=True, metavar="DIR", help="labelled clips directory")
+
+    p = sub.add_parser("bench", help="run a benchmark (benchmarks/NAME.py)")
+    p.add_argument("name", metavar="NAME", help="decode, encoders, fusion, sinks or e2e")
+
+    sub.add_parser("models", help="list the operators and models avgrid can use, and whether they are ready")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(Config)}
+    return load_config(args.config, overrides)
+
+
+def _annotate(args, cfg: Config) -> int:
+    from pipeline.runtime import Engine
+    from pipeline.runtime.progress import ProgressBars
+
+    observers = []
+    bars = None
+    if cfg.progress or (cfg.progress is None and sys.stderr.isatty()):
+        bars = ProgressBars(len(args.inputs))
+        observers.append(bars)
+    if cfg.metrics_port:
+        from pipeline.metrics import serve
+
+        observers.append(serve(cfg.metrics_port))
+    try:
+        summary = Engine(cfg, observers=observers).annotate(args.inputs)
+    finally:
+        if bars is not None:
+            bars.close()
+    print(summary.table(), flush=True)
+    return summary.exit_code
+
+
+def _run(args, cfg: Config) -> int:
+    from pipeline.runtime import Engine
+    from pipeline.runtime.progress import StatusLines
+
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        print(f"avgrid: {signal.Signals(signum).name}: draining and flushing", file=sys.stderr, flush=True)
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    observers = [StatusLines(cfg.status_interval_s, cfg.hop_s)]
+    if cfg.metrics_port:
+        from pipeline.metrics import serve
+
+        observers.append(serve(cfg.metrics_port))
+    try:
+        summary = Engine(cfg, observers=observers).run(args.sources, duration=cfg.duration, stop=stop)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(summary.table(), flush=True)
+    return summary.exit_code
+
+
+def _inspect(args) -> int:
+    from pipeline.inspect import format_report, inspect_dir
+
+    print(format_report(inspect_dir(args.dir), args.dir))
+    return EXIT_OK
+
+
+def _models(args) -> int:
+    from operators.registry import describe_all
+
+    rows = describe_all()
+    if isinstance(rows, str):
+        print(rows)
+    else:
+        for row in rows:
+            print(row if isinstance(row, str) else "  ".join(f"{k}={v}" for k, v in dict(row).items()))
+    return EXIT_OK
+
+
+def _train(args) -> int:
+    from pipeline import train
+
+    result = train.train(args.data, args.out)
+    print(result if result is not None else f"bundle written to {args.out}")
+    return EXIT_OK
+
+
+def _eval(args) -> int:
+    from operators.fusion import Bundle
+    from pipeline import train
+
+    result = train.evaluate(Bundle.load(args.bundle), args.data)
+    print(result)
+    return EXIT_OK
+
+
+def _bench(args) -> int:
+    import importlib
+
+    if not args.name.isidentifier() or args.name.startswith("_"):
+        raise ConfigError(f"bench: {args.name!r} is not a benchmark name")
+    try:
+        mod = importlib.import_module(f"benchmarks.{args.name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"benchmarks.{args.name}":
+            raise ConfigError(f"bench: no benchmark named {args.name!r} (benchmarks/{args.name}.py)") from None
+        raise
+    rc = mod.main()
+    return int(rc or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
+        return int(e.code or 0)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        if args.command in ("annotate", "run"):
+            cfg = config_from_args(args)
+            return (_annotate if args.command == "annotate" else _run)(args, cfg)
+        return {"inspect": _inspect, "models": _models, "train": _train, "eval": _eval,
+                "bench": _bench}[args.command](args)
+    except ConfigError as e:
+        print(f"avgrid: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except AvgridError as e:
+        print(f"avgrid: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("avgrid: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""``avgrid inspect DIR``: what an output dataset holds, read back with pyarrow.dataset.
+
+Counts per kind and stream, time coverage, top labels, files and schema versions, plus
+duplicate record ids (at-least-once delivery may write a record twice; readers drop by id).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.dataset as ds
+
+from pipeline.errors import ConfigError
+from pipeline.records import KINDS
+
+
+def inspect_dir(out_dir: str | Path) -> dict:
+    """``{kind: {"records", "files", "schema_versions", "duplicates", "streams": {id: {...}}, "top": [...]}}``.
+
+    Per stream: ``records``, ``t_start`` (earliest media second), ``t_end`` (latest), ``covered_s``
+    (union of record spans). ``top``: the 5 most frequent labels (captions: texts) with counts.
+    """
+    root = Path(out_dir)
+    if not root.is_dir():
+        raise ConfigError(f"{out_dir}: not a directory")
+    report: dict = {}
+    for kind in KINDS:
+        path = root / kind
+        if not path.is_dir():
+            continue
+        dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
+        label = "text" if kind == "caption" else "label"
+        table = dataset.to_table(columns=["record_id", "schema_version", "stream_id", "t_start", "t_end", label])
+        rows = table.to_pydict()
+        streams: dict[str, dict] = {}
+        spans: dict[str, list[tuple[float, float]]] = {}
+        for sid, t0, t1 in zip(rows["stream_id"], rows["t_start"], rows["t_end"]):
+            s = streams.setdefault(sid, {"records": 0, "t_start": t0, "t_end": t1})
+            s["records"] += 1
+            s["t_start"], s["t_end"] = min(s["t_start"], t0), max(s["t_end"], t1)
+            spans.setdefault(sid, []).append((t0, t1))
+        for sid, s in streams.items():
+            s["covered_s"] = _union_length(spans[sid])
+        ids = Counter(rows["record_id"])
+        report[kind] = {"records": table.num_rows, "files": len(dataset.files),
+                        "schema_versions": sorted(set(rows["schema_version"])),
+                        "duplicates": sum(n - 1 for n in ids.values() if n > 1),
+                        "streams": streams, "top": Counter(rows[label]).most_common(5)}
+    return report
+
+
+def _union_length(spans: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for t0, t1 in sorted(spans):
+        if t1 <= end:
+            continue
+        total += t1 - max(t0, end)
+        end = t1
+    return total
+
+
+def format_report(report: dict, out_dir: str | Path = "") -> str:
+    if not report:
+        return f"{out_dir}: no avgrid records (expected {', '.join(f'{k}/' for k in KINDS)} datasets)"
+    lines = [f"dataset {out_dir}"]
+    for kind, r in report.items():
+        lines.append(f"\n{kind}: {r['records']} records in {r['files']} files, schema version "
+                     f"{', '.join(map(str, r['schema_versions']))}"
+                     + (f", {r['duplicates']} duplicate ids" if r["duplicates"] else ""))
+        for sid, s in sorted(r["streams"].items()):
+            lines.append(f"  {sid}: {s['records']} records, media {s['t_start']:.1f}-{s['t_end']:.1f} s "
+                         f"({s['covered_s']:.1f} s covered)")
+        top = ", ".join(f"{_clip(lab)} ({n})" for lab, n in r["top"])
+        lines.append(f"  top: {top}")
+    return "\n".join(lines)
+
+
+def _clip(s: str, n: int = 60) -> str:
+    return s if len(s) <= n else s[: n - 3] + "..."

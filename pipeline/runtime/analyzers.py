@@ -1,0 +1,191 @@
+"""Profiles: which operators run on the cells and how their outputs become per-cell observations.
+
+An analyzer is built once per operator actor and called with consecutive cells of one stream
+and the state it returned for the cell before them::
+
+    an = build_analyzer(profile="offline", grid=GridConfig())
+    observations, state = an(cells, state=None)   # observations[i]: list[Observation] for cells[i]
+
+- ``offline``: the built-in detectors (events), camera motion (actions, named as such) and
+  template captions describing what fired. No downloads, no learned weights beyond those that
+  ship in wheels; no sentiment (nothing offline can honestly say it).
+- ``standard``: the offline events and captions, plus actions from a Kinetics-400 video
+  classifier with pretrained torchvision weights; a missing weight file is a clear error.
+- ``bundle``: a trained fusion bundle's heads (action, event, sentiment, caption).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.grid import GridConfig
+from pipeline.runtime.builder import Observation
+
+EVENT_DETECTORS = ("motion", "scene_cut", "flash", "loudness", "speech", "faces")
+ACTION_DETECTOR = "camera_motion"
+CAPTION_MODEL = "template-caption/1"
+
+
+def stack(cells) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cells -> frames (T,F,H,W,3) uint8, frame_mask (T,F) bool, audio (T,S) float32, audio_mask (T,S) bool."""
+    return (np.stack([c.frames for c in cells]), np.stack([c.frame_mask for c in cells]),
+            np.stack([c.audio for c in cells]), np.stack([c.audio_mask for c in cells]))
+
+
+def _model_name(name: str, det) -> str:
+    mid = getattr(det, "model_id", None) or getattr(det, "method", None) or name
+    return str(mid)
+
+
+def _modalities(result, n_labels: int) -> list[str]:
+    m = result.modality
+    if isinstance(m, str):
+        return [m] * n_labels
+    return [str(x) for x in m]
+
+
+def _method_of(result, fallback: str) -> str:
+    m = getattr(result, "method", None)
+    if isinstance(m, (list, tuple)):
+        return str(m[0]) if m else fallback
+    return str(m) if m else fallback
+
+
+def caption_text(events: list[tuple[str, str]], action: str | None) -> str:
+    """A deterministic sentence from what fired in one cell: ``[(label, modality)]`` and the action.
+
+    >>> caption_text([("flash", "visual"), ("onset", "audio")], "static")
+    'Seen: flash. Heard: onset. Camera: static.'
+    """
+    seen = sorted({lab.replace("_", " ") for lab, mod in events if mod == "visual"})
+    heard = sorted({lab.replace("_", " ") for lab, mod in events if mod == "audio"})
+    both = sorted({lab.replace("_", " ") for lab, mod in events if mod == "audiovisual"})
+    parts = []
+    if seen:
+        parts.append("Seen: " + ", ".join(seen) + ".")
+    if heard:
+        parts.append("Heard: " + ", ".join(heard) + ".")
+    if both:
+        parts.append("Seen and heard: " + ", ".join(both) + ".")
+    if not parts:
+        parts.append("Nothing detected.")
+    if action:
+        parts.append(f"Camera: {action.replace('_', ' ')}.")
+    return " ".join(parts)
+
+
+class DetectorAnalyzer:
+    """Offline detectors for events, camera motion for actions, template captions."""
+
+    def __init__(self, grid: GridConfig, detectors=EVENT_DETECTORS, action_detector: str | None = ACTION_DETECTOR,
+                 action_classifier=None, clip_cells: int = 4):
+        from operators.registry import build
+
+        self.grid = grid
+        self.clip_cells = clip_cells
+        self.detectors = {name: build(name) for name in detectors}
+        self.action = build(action_detector) if action_detector else None
+        self.classifier = action_classifier
+        names = [_model_name(n, d) for n, d in self.detectors.items()]
+        if self.action is not None:
+            names.append(_model_name(action_detector, self.action))
+        if self.classifier is not None:
+            names.append(str(self.classifier.model_id))
+        self.models = names + [CAPTION_MODEL]
+        self.caption_model = f"{CAPTION_MODEL} (from {', '.join(self.detectors)})"
+
+    def __call__(self, cells, state):
+        frames, fmask, audio, amask = stack(cells)
+        state = dict(state or {})
+        T = len(cells)
+        obs: list[list[Observation]] = [[] for _ in range(T)]
+        fired: list[list[tuple[str, str]]] = [[] for _ in range(T)]
+        for name, det in self.detectors.items():
+            res, state[name] = det(frames, fmask, audio, amask, state.get(name))
+            scores, hits = np.asarray(res.scores, np.float64), np.asarray(res.fired, bool)
+            mods = _modalities(res, len(res.labels))
+            model = f"{name}:{_method_of(res, _model_name(name, det))}"
+            for li, label in enumerate(res.labels):
+                for t in np.flatnonzero(hits[:, li]):
+                    obs[t].append(Observation("event", label, float(scores[t, li]), model, modality=mods[li]))
+                    fired[t].append((label, mods[li]))
+        actions = self._actions(frames, fmask, audio, amask, state, T)
+        for t in range(T):
+            if actions[t] is not None:
+                obs[t].append(actions[t])
+            text = caption_text(fired[t], actions[t].label if actions[t] is not None and self.classifier is None
+                                else None)
+            obs[t].append(Observation("caption", text, 1.0, self.caption_model, method="template"))
+        return obs, state
+
+    def _actions(self, frames, fmask, audio, amask, state, T) -> list[Observation | None]:
+        if self.classifier is not None:
+            return self._classify(frames, fmask, state)
+        if self.action is None:
+            return [None] * T
+        res, state["action"] = self.action(frames, fmask, audio, amask, state.get("action"))
+        scores, hits = np.asarray(res.scores, np.float64), np.asarray(res.fired, bool)
+        model = f"{ACTION_DETECTOR}:{_method_of(res, _model_name(ACTION_DETECTOR, self.action))}"
+        out = []
+        for t in range(T):
+            if not fmask[t].any():
+                out.append(None)     # no video in this cell: nothing to say about the camera
+                continue
+            masked = np.where(hits[t], scores[t], -np.inf)
+            li = int(np.argmax(masked)) if hits[t].any() else int(np.argmax(scores[t]))
+            order = np.argsort(-scores[t], kind="stable")[:5]
+            out.append(Observation("action", res.labels[li], float(scores[t, li]), model,
+                                   top_k=tuple((res.labels[i], float(scores[t, i])) for i in order)))
+        return out
+
+    def _classify(self, frames, fmask, state) -> list[Observation | None]:
+        """Kinetics actions per cell from a clip of the last ``clip_cells`` cells ending at that cell."""
+        import torch
+
+        T = frames.shape[0]
+        out: list[Observation | None] = [None] * T
+        history = state.get("clip")
+        seq = frames if history is None else np.concatenate([history, frames])
+        off = 0 if history is None else len(history)
+        keep = [t for t in range(T) if fmask[t].any()]
+        state["clip"] = seq[-(self.clip_cells - 1):] if self.clip_cells > 1 else None
+        if not keep:
+            return out
+        # clips shorter than clip_cells only at a stream's start; the classifier resamples any length
+        clips = {t: seq[max(0, off + t - self.clip_cells + 1): off + t + 1] for t in keep}
+        probs = {}
+        for n in sorted({len(c) for c in clips.values()}):
+            ts = [t for t in keep if len(clips[t]) == n]
+            batch = np.stack([clips[t].reshape(-1, *seq.shape[2:]) for t in ts])   # (B, n*F, H, W, 3)
+            with torch.inference_mode():
+                p = np.asarray(self.classifier(torch.from_numpy(batch)), np.float64)
+            probs.update(zip(ts, p))
+        labels = list(self.classifier.labels)
+        for t, row in probs.items():
+            order = np.argsort(-row, kind="stable")[:5]
+            out[t] = Observation("action", labels[order[0]], float(row[order[0]]), str(self.classifier.model_id),
+                                 top_k=tuple((labels[i], float(row[i])) for i in order))
+        return out
+
+
+def build_analyzer(*, profile: str, grid: GridConfig, bundle: str | None = None, device: str = "cpu",
+                   action_model: str = "r2plus1d_18", action_weights: str | None = None, factory=None):
+    """The analyzer for ``profile``; raises with a clear message when its models are not available.
+
+    standard: ``action_model`` is a registered Kinetics-400 classifier, ``action_weights`` its weights
+    (a local file; default: torchvision's cache) -- a missing file is an error naming it.
+    """
+    if factory is not None:
+        return factory()
+    if profile == "offline":
+        return DetectorAnalyzer(grid)
+    if profile == "standard":
+        from operators.registry import build
+
+        opts = {"device": device, **({"weights": action_weights} if action_weights else {})}
+        return DetectorAnalyzer(grid, action_detector=None, action_classifier=build(action_model, **opts))
+    if profile == "bundle":
+        from pipeline.runtime.bundled import BundleAnalyzer
+
+        return BundleAnalyzer(bundle, grid, device=device)
+    raise ValueError(f"unknown profile {profile!r}")

@@ -1,0 +1,61 @@
+"""Ray bootstrap: an embedded local instance on loopback by default, or join a cluster.
+
+Anyone who can reach Ray's ports can run code on it, so the local instance binds to
+127.0.0.1 and runs without a dashboard.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+
+from pipeline.errors import ConfigError
+from pipeline.redact import redact
+
+NAMESPACE = "avgrid"
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None):
+    """Yield with Ray ready; shut it down afterwards only if this call started it.
+
+    ``address=None`` starts a private local instance (127.0.0.1, dashboard off, worker logs
+    kept out of the terminal); ``"HOST:PORT"`` joins an existing cluster. An already
+    initialised Ray (a test session, a notebook) is reused as is.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield ray
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # workers inherit this: one decoder or detector call should not grab every core
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    common = dict(namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING,
+                  configure_logging=True, include_dashboard=False)
+    try:
+        if address:
+            ray.init(address=address, **common)
+        else:
+            ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
+    except ConnectionError as e:
+        raise ConfigError(f"--ray-address {redact(address or '')}: cannot join the Ray cluster: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"--ray-address {redact(address or '')}: {e}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))
+
+
+def cluster_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))

@@ -1,0 +1,469 @@
+"""The driver: one event loop moving cells from source actors through the operator pool to the sinks.
+
+Archives and live streams run through the same loop; they differ only in policy:
+
+- archive: decoding blocks when a stream has ``max_inflight`` cells waiting (nothing dropped),
+  records of an input are held until its last cell is annotated, then written and the input
+  committed in one sink call, so a re-run skips it and a failed input leaves nothing behind;
+- live: the source actor drops its oldest cells when the pipeline falls behind (reported as
+  ``gap`` events), records are delivered as soon as they close, a dead source actor is
+  restarted and the stream resumes after a ``gap``; stop (SIGINT/SIGTERM/--duration) drains
+  what is in flight and flushes within ``drain_s``.
+
+    cfg = load_config(overrides={"out": "/tmp/out"})
+    summary = Engine(cfg).annotate(["clips/"])
+    print(summary.table()); sys.exit(summary.exit_code)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.errors import ConfigError, SourceError
+from pipeline.grid import Cell, Gap
+from pipeline.redact import redact
+from pipeline.runtime.builder import CellSpan, Draft, RecordBuilder
+from pipeline.runtime.state import InputResult, InputSpec, RunSummary, StreamRun
+
+GAP_MODEL = "avgrid-runtime/1 (gap: missing, dropped or reconnected media)"
+MAX_SOURCE_RESTARTS = 20
+
+
+class Observer:
+    """Hooks for progress bars, status lines and metrics. Every method is optional."""
+
+    def stream_started(self, run: StreamRun) -> None: ...
+    def cells_annotated(self, run: StreamRun, cells: list[Cell], seconds: float) -> None: ...
+    def stream_finished(self, run: StreamRun) -> None: ...
+    def records_delivered(self, n: int, lag_s: float) -> None: ...
+    def tick(self, runs: list[StreamRun]) -> None: ...
+
+
+def new_run_id() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+class Engine:
+    """Runs inputs through sources -> operators -> record builder -> sinks on Ray."""
+
+    def __init__(self, cfg: Config, *, run_id: str | None = None, observers: list[Observer] = (),
+                 source_options: dict | None = None, drain_s: float = 8.0, name_actors: bool = True,
+                 analyzer=None):
+        self.cfg = cfg
+        self.run_id = run_id or new_run_id()
+        self.observers = list(observers)
+        self.source_options = source_options or {}
+        self.drain_s = drain_s
+        self.name_actors = name_actors
+        self.models: list[str] = []
+        # a picklable zero-argument factory replacing the profile's operators (runtime benchmarks)
+        self.analyzer = analyzer
+
+    # -- entry points ------------------------------------------------------------
+    def annotate(self, inputs: list[str]) -> RunSummary:
+        """Archive mode: files, directories (recursive) and globs. Committed inputs are skipped."""
+        from pipeline.sources import expand_inputs, stream_id_for
+
+        paths, errors = expand_inputs(list(inputs))
+        pre = [InputResult(input=redact(inp), status="failed", reason=redact(reason)) for inp, reason in errors]
+        # an input is committed under its stream id (the absolute path for files): re-runs skip it
+        specs = [InputSpec(url=str(p), live=False, commit_key=stream_id_for(str(p)), display=redact(str(p)))
+                 for p in paths]
+        if not specs and not pre:
+            raise ConfigError(f"no inputs found in {', '.join(map(redact, inputs))}")
+        return self._execute(specs, pre, live=False)
+
+    def run(self, sources: list[str], *, duration: float | None = None,
+            stop: threading.Event | None = None) -> RunSummary:
+        """Live mode: ``name=URL`` or URL per source; until ``duration`` seconds or ``stop`` is set."""
+        from pipeline.sources import parse_source_arg
+
+        specs = []
+        for arg in sources:
+            name, url = parse_source_arg(arg)
+            specs.append(InputSpec(url=url, name=name, live=None, display=redact(arg)))
+        return self._execute(specs, [], live=True, duration=duration or self.cfg.duration, stop=stop)
+
+    # -- the loop ------------------------------------------------------------------
+    def _execute(self, specs: list[InputSpec], pre: list[InputResult], *, live: bool,
+                 duration: float | None = None, stop: threading.Event | None = None) -> RunSummary:
+        from pipeline.runtime.cluster import ray_session
+
+        t0 = time.monotonic()
+        with ray_session(self.cfg.ray_address, self.cfg.num_cpus) as ray:
+            loop = _Loop(self, ray, live=live)
+            try:
+                results = loop.run(specs, duration=duration, stop=stop)
+            finally:
+                loop.shutdown()
+        return RunSummary(self.run_id, pre + results, time.monotonic() - t0, list(self.models))
+
+    def _notify(self, hook: str, *args) -> None:
+        for o in self.observers:
+            fn = getattr(o, hook, None)
+            if fn is not None:
+                fn(*args)
+
+
+class _Loop:
+    """One run's actors and event loop (driver side)."""
+
+    def __init__(self, engine: Engine, ray, *, live: bool):
+        from pipeline.runtime import actors
+        from pipeline.runtime.cluster import cluster_cpus, cluster_gpus
+
+        self.e, self.cfg, self.ray, self.live = engine, engine.cfg, ray, live
+        self.refs: dict = {}
+        self.runs: list[StreamRun] = []
+        self.stopping_at: float | None = None
+        cpus, gpus = cluster_cpus(), cluster_gpus()
+        n_ops = self.cfg.operator_actors or max(1, int(cpus) // 2)
+        tag = engine.run_id if engine.name_actors else None
+        profile = {"profile": self.cfg.profile, "bundle": self.cfg.bundle, "grid": self.cfg.grid,
+                   "device": "cuda" if gpus else "cpu", "factory": engine.analyzer,
+                   "action_model": self.cfg.action_model, "action_weights": self.cfg.action_weights}
+        self.pool = [actors.remote(actors.OperatorWorker, kind="operator", num_cpus=min(1.0, cpus / n_ops),
+                                   num_gpus=(gpus / n_ops if gpus else 0.0),
+                                   name=f"avgrid-{tag}-operator-{i}" if tag else None)
+                     .remote(profile, self.cfg.torch_threads) for i in range(n_ops)]
+        self.load = [0] * n_ops
+        sink_cls = actors.remote(actors.SinkWorker, kind="sink", name=f"avgrid-{tag}-sink" if tag else None)
+        self.sink = sink_cls.remote(self.cfg.out, engine.run_id, self.cfg.kafka, self.cfg.kafka_prefix, live)
+        self.source_cls = actors.remote(actors.SourceWorker, kind="source", live=live)
+        described = ray.get([a.describe.remote() for a in self.pool] + [self.sink.committed.remote()])
+        for d in described[:-1]:
+            if "error" in d:
+                raise ConfigError(f"profile {self.cfg.profile}: {d['error']}")
+        engine.models = described[0]["models"]
+        self.grid = described[0].get("grid") or self.cfg.grid
+        self.committed = set(described[-1])
+
+    # stream lifecycle ------------------------------------------------------------
+    def _start(self, spec: InputSpec) -> StreamRun | None:
+        result = InputResult(input=spec.display or redact(spec.url))
+        if spec.commit_key is not None and spec.commit_key in self.committed:
+            result.status, result.reason = "skipped", "already committed in this dataset"
+            self.results.append(result)
+            return None
+        actor = self.source_cls.remote(spec.url, self.grid, name=spec.name, live=spec.live,
+                                       capacity_cells=self.cfg.max_inflight, options=self.e.source_options)
+        run = StreamRun(spec, actor, result)
+        self.runs.append(run)
+        self.results.append(result)
+        return run
+
+    def _fail(self, run: StreamRun, reason: str) -> None:
+        run.result.status, run.result.reason = "failed", redact(reason)
+        run.held.clear()
+        self._end(run)
+
+    def _end(self, run: StreamRun) -> None:
+        run.finished = True
+        run.queue.clear()
+        run.result.wall_s = time.monotonic() - run.started
+        try:
+            run.actor.close.remote()
+        except Exception:
+            pass
+        try:
+            self.ray.kill(run.actor, no_restart=True)
+        except Exception:
+            pass
+        self.e._notify("stream_finished", run)
+
+    def run(self, specs, *, duration, stop) -> list[InputResult]:
+        from collections import deque
+
+        ray = self.ray
+        self.results: list[InputResult] = []
+        pending = deque(specs)
+        t_end = time.monotonic() + duration if duration else None
+        last_tick = 0.0
+        while True:
+            now = time.monotonic()
+            if self.stopping_at is None and ((stop is not None and stop.is_set()) or (t_end and now >= t_end)):
+                self._stop(now)
+            if self.stopping_at is not None and now - self.stopping_at > self.e.drain_s:
+                self._abandon()
+            while pending and self.stopping_at is None and (
+                    self.live or sum(not r.finished for r in self.runs) < self.cfg.concurrency):
+                self._start(pending.popleft())
+            active = [r for r in self.runs if not r.finished]
+            if not active and not pending and not self.refs:
+                break
+            for r in active:
+                self._advance(r)
+                if not r.finished:
+                    self._maybe_pull(r)
+            self._dispatch([r for r in active if not r.finished], now)
+            if now - last_tick >= 0.5:
+                last_tick = now
+                self.e._notify("tick", [r for r in self.runs if not r.finished])
+            if not self.refs:
+                time.sleep(0.01)
+                continue
+            ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=0.05)
+            if ready:
+                more, _ = ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
+                ready = list(dict.fromkeys(ready + more))
+            for ref in ready:
+                what = self.refs.pop(ref)
+                getattr(self, f"_on_{what[0]}")(ref, *what[1:])
+        return self.results
+
+    def _stop(self, now: float) -> None:
+        self.stopping_at = now
+        for r in self.runs:
+            if not r.finished and not r.closing:
+                r.closing = True
+                r.actor.close.remote()
+
+    def _abandon(self) -> None:
+        """Drain took too long: keep what was built, give up on cells still queued or in flight."""
+        for r in self.runs:
+            if r.finished:
+                continue
+            r.queue.clear()
+            r.op_cells = []
+            r.source_done = True
+            if r.pull_ref is not None:
+                self.refs.pop(r.pull_ref, None)
+                r.pull_ref = None
+        for ref in [k for k, v in self.refs.items() if v[0] == "op"]:
+            self.refs.pop(ref)
+
+    # sources -----------------------------------------------------------------------
+    def _maybe_pull(self, r: StreamRun) -> None:
+        if r.pull_ref is not None or r.source_done:
+            return
+        room = self.cfg.max_inflight - r.queued_cells - len(r.op_cells)
+        if room <= 0:
+            return
+        r.pull_ref = r.actor.pull.remote(room, 0.2)
+        self.refs[r.pull_ref] = ("pull", r)
+
+    def _on_pull(self, ref, r: StreamRun) -> None:
+        r.pull_ref = None
+        if r.finished:
+            return
+        try:
+            p = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError:
+            self._source_died(r)
+            return
+        now = time.monotonic()
+        if p.info is not None and r.info is None:
+            r.info = p.info
+            r.result.stream_id = p.info["stream_id"]
+            r.result.duration_s = p.info.get("duration_s")
+            r.builder = RecordBuilder(p.info["stream_id"])
+            self.e._notify("stream_started", r)
+        for item in p.items:
+            if isinstance(item, Cell):
+                if r.restart_from is not None:
+                    r.queue.append(self._restart_gap(r, item))
+                if r.oldest_cell_at is None:
+                    r.oldest_cell_at = now
+                r.arrivals[item.index] = now
+            r.queue.append(item)
+        r.result.dropped_cells = r.dropped_base + p.dropped_cells
+        r.result.reconnects = r.reconnects_base + p.reconnects
+        r.queue_depth = p.queue_depth
+        if p.error and not p.items:
+            self._fail(r, p.error)
+        elif p.done:
+            r.source_done = True
+            r.source_error = p.error
+
+    def _source_died(self, r: StreamRun) -> None:
+        if not self.live:
+            self._fail(r, "decoder process died while reading this input")
+            return
+        r.result.restarts += 1
+        r.dropped_base, r.reconnects_base = r.result.dropped_cells, r.result.reconnects + 1
+        r.result.reconnects = r.reconnects_base
+        if self.stopping_at is not None:
+            r.source_done = True
+        elif r.result.restarts > MAX_SOURCE_RESTARTS:
+            self._fail(r, f"source process died {r.result.restarts} times")
+        elif r.restart_from is None:
+            last = r.last_cell or next((c for c in reversed(r.queue) if isinstance(c, Cell)), None)
+            r.restart_from = (last.t_end if last else 0.0, time.time(), last.wall_start if last else None)
+
+    def _restart_gap(self, r: StreamRun, cell: Cell) -> Gap:
+        t_from, wall_from, wall_start = r.restart_from
+        r.restart_from = None
+        t_to = cell.t_start if cell.t_start > t_from else t_from + max(0.0, time.time() - wall_from)
+        return Gap(stream_id=cell.stream_id, t_start=t_from, t_end=t_to, reason="source process restarted",
+                   segment=cell.segment, wall_start=wall_start, wall_end=cell.wall_start, source=cell.source)
+
+    # operators ------------------------------------------------------------------------
+    def _leading_cells(self, r: StreamRun) -> int:
+        n = 0
+        for it in r.queue:
+            if not isinstance(it, Cell):
+                break
+            n += 1
+        return n
+
+    def _dispatch(self, active: list[StreamRun], now: float) -> None:
+        cfg = self.cfg
+        idx = min(range(len(self.pool)), key=lambda i: self.load[i])
+        if self.load[idx] >= 2:          # every operator actor has a call running and one queued
+            return
+        ready, waiting = [], False
+        for r in sorted(active, key=lambda r: r.oldest_cell_at or now):
+            if r.op_cells or r.builder is None:
+                continue
+            n = self._leading_cells(r)
+            if n == 0:
+                waiting = waiting or not r.source_done
+                continue
+            blocked = n < len(r.queue) or r.source_done or r.closing or self.stopping_at is not None
+            aged = r.oldest_cell_at is not None and now - r.oldest_cell_at >= cfg.max_wait_ms / 1000
+            if n >= cfg.chunk_cells or blocked or (self.live and aged):
+                ready.append((r, n))
+            else:
+                waiting = True
+        if not ready:
+            return
+        total = sum(n for _, n in ready)
+        oldest = min((r.oldest_cell_at or now) for r, _ in ready)
+        # batch across streams: a small batch waits up to max_wait_ms for other streams' cells
+        if total < cfg.max_batch and waiting and now - oldest < cfg.max_wait_ms / 1000 and self.load[idx] > 0:
+            return
+        from pipeline.runtime.actors import Job
+
+        jobs, batch, room = [], [], cfg.max_batch
+        for r, n in ready:
+            take = min(n, room) if jobs else min(n, cfg.max_batch)
+            if take <= 0:
+                break
+            cells = [r.queue.popleft() for _ in range(take)]
+            r.op_cells = cells
+            r.oldest_cell_at = now if self._leading_cells(r) else None
+            jobs.append(Job(r.builder.stream_id, cells, r.op_state))
+            batch.append(r)
+            room -= take
+        ref = self.pool[idx].process.remote(jobs)
+        self.load[idx] += 1
+        self.refs[ref] = ("op", idx, batch, time.monotonic())
+
+    def _on_op(self, ref, idx: int, batch: list[StreamRun], t_submit: float) -> None:
+        self.load[idx] -= 1
+        try:
+            results = self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as e:
+            for r in batch:
+                if not r.finished:
+                    self._fail(r, f"operators failed: {_cause(e)}")
+            return
+        except self.ray.exceptions.RayActorError:
+            for r in batch:
+                if not r.finished:
+                    self._fail(r, "operator process kept dying on this input")
+            return
+        now = time.monotonic()
+        for r, res in zip(batch, results):
+            cells, r.op_cells = r.op_cells, []
+            if r.finished:
+                continue
+            r.op_state = res.state
+            for cell, obs in zip(cells, res.observations):
+                span = CellSpan(cell.index, cell.t_start, cell.t_end, cell.segment, cell.wall_start)
+                self._emit(r, r.builder.add(span, obs))
+                arrived = r.arrivals.pop(cell.index, None)
+                if arrived is not None:
+                    r.latencies.append(now - arrived)
+            r.last_cell = cells[-1]
+            r.result.cells += len(cells)
+            r.result.frames += int(sum(int(c.frame_mask.sum()) for c in cells))
+            r.result.media_s += sum(c.t_end - c.t_start for c in cells)
+            r.fps_window.append((now, sum(int(c.frame_mask.sum()) for c in cells)))
+            self.e._notify("cells_annotated", r, cells, now - t_submit)
+
+    # records and sinks ---------------------------------------------------------------------
+    def _emit(self, r: StreamRun, drafts: list[Draft]) -> None:
+        from pipeline.records import RECORD_TYPES
+
+        source = (r.info or {}).get("source") or r.spec.display
+        for d in drafts:
+            rec = RECORD_TYPES[d.kind].make(stream_id=d.stream_id, source=source, t_start=d.t_start, t_end=d.t_end,
+                                            model=d.model, run_id=self.e.run_id, wall_start=d.wall_start, **d.fields)
+            r.held.append(rec)
+            r.result.records[d.kind] += 1
+
+    def _advance(self, r: StreamRun) -> None:
+        """Gaps at the head of the queue, live deliveries, and the end of a stream."""
+        if r.builder is not None:
+            while r.queue and isinstance(r.queue[0], Gap) and not r.op_cells:
+                g = r.queue.popleft()
+                self._emit(r, r.builder.gap(g.t_start, g.t_end, g.reason, model=GAP_MODEL, wall_start=g.wall_start))
+                r.op_state = None  # detectors compare with the previous cell; not across missing media
+        if self.live and r.held and not r.delivering:
+            self._deliver(r, None)
+        if r.idle and not r.delivering and not r.finished:
+            if getattr(r, "source_error", None) and not self.live:
+                self._fail(r, r.source_error)
+                return
+            if r.builder is not None:
+                self._emit(r, r.builder.finish())
+            if r.held or r.spec.commit_key:
+                self._deliver(r, r.spec.commit_key, final=True)
+            else:
+                self._finish_ok(r)
+
+    def _deliver(self, r: StreamRun, commit_key: str | None, final: bool = False) -> None:
+        records, r.held = r.held, []
+        r.delivering = True
+        ref = self.sink.deliver.remote(records, commit_key)
+        self.refs[ref] = ("sink", r, records, final)
+
+    def _on_sink(self, ref, r: StreamRun, records: list, final: bool) -> None:
+        r.delivering = False
+        try:
+            out = self.ray.get(ref)
+        except (self.ray.exceptions.RayTaskError, self.ray.exceptions.RayActorError) as e:
+            if not r.finished:
+                self._fail(r, f"sink failed: {_cause(e)}")
+            return
+        if out["committed"] is False and not r.finished:
+            errors = "; ".join(e[-1] for e in out["errors"].values() if e)
+            self._fail(r, f"not committed, a sink lost records ({errors}); run again to redo it")
+            return
+        now = _dt.datetime.now(_dt.timezone.utc)
+        lag = max([(now - rec.produced_at).total_seconds() for rec in records] or [0.0])
+        self.e._notify("records_delivered", len(records), lag)
+        if final and not r.finished:
+            self._finish_ok(r)
+
+    def _finish_ok(self, r: StreamRun) -> None:
+        r.result.status = "ok"
+        if r.result.duration_s is None:
+            r.result.duration_s = r.result.media_s
+        self._end(r)
+
+    def shutdown(self) -> None:
+        ray = self.ray
+        try:
+            ray.get(self.sink.close.remote(), timeout=30)
+        except Exception:
+            pass
+        for a in self.pool + [self.sink] + [r.actor for r in self.runs]:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:
+                pass
+
+
+def _cause(err: Exception) -> str:
+    """The user-facing part of a Ray error: the original exception's message."""
+    cause = getattr(err, "cause", None)
+    if cause is not None and not isinstance(cause, type(err)):
+        return redact(f"{type(cause).__name__}: {cause}")
+    return redact(str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__)

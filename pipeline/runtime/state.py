@@ -1,0 +1,138 @@
+"""What the driver keeps per stream and per run: queues, operator state, counters, results."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from pipeline.grid import Cell
+from pipeline.runtime.builder import RecordBuilder
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One thing to read: a file path or a URL, an optional user-given stream name."""
+
+    url: str
+    name: str | None = None
+    live: bool | None = None
+    commit_key: str | None = None        # archives: the key marked done in the dataset after the last record
+    display: str = ""                    # what the summary shows (password masked)
+
+
+@dataclass
+class InputResult:
+    """The outcome for one input, as the summary table shows it."""
+
+    input: str
+    stream_id: str = ""
+    status: str = "pending"              # ok, failed, skipped
+    reason: str = ""
+    media_s: float = 0.0
+    duration_s: float | None = None
+    cells: int = 0
+    frames: int = 0
+    records: Counter = field(default_factory=Counter)
+    dropped_cells: int = 0
+    reconnects: int = 0
+    restarts: int = 0
+    wall_s: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    inputs: list[InputResult]
+    wall_s: float = 0.0
+    models: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[InputResult]:
+        return [r for r in self.inputs if r.status == "failed"]
+
+    @property
+    def records(self) -> Counter:
+        total: Counter = Counter()
+        for r in self.inputs:
+            total.update(r.records)
+        return total
+
+    @property
+    def media_s(self) -> float:
+        return sum(r.media_s for r in self.inputs)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every input succeeded (or was already done), 1 when some failed."""
+        return 1 if self.failures else 0
+
+    def table(self) -> str:
+        """A plain-text summary: one row per input, totals, then failures with reasons."""
+        from pipeline.records import KINDS
+
+        head = ["input", "status", "media s", "cells"] + list(KINDS) + ["dropped", "reconnects"]
+        rows = []
+        for r in self.inputs:
+            rows.append([_short(r.input), r.status, f"{r.media_s:.1f}", str(r.cells)]
+                        + [str(r.records.get(k, 0)) for k in KINDS] + [str(r.dropped_cells), str(r.reconnects)])
+        tot = self.records
+        rows.append(["TOTAL", f"{len(self.inputs) - len(self.failures)}/{len(self.inputs)} ok",
+                     f"{self.media_s:.1f}", str(sum(r.cells for r in self.inputs))]
+                    + [str(tot.get(k, 0)) for k in KINDS]
+                    + [str(sum(r.dropped_cells for r in self.inputs)), str(sum(r.reconnects for r in self.inputs))])
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+        fmt = lambda row: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows[:-1]]
+        lines += ["  ".join("-" * w for w in widths), fmt(rows[-1])]
+        speed = self.media_s / self.wall_s if self.wall_s > 0 else math.nan
+        lines.append(f"run {self.run_id}: {self.media_s:.1f} media s in {self.wall_s:.1f} s ({speed:.2f}x realtime)"
+                     + (f"; models: {', '.join(self.models)}" if self.models else ""))
+        if self.failures:
+            lines.append(f"{len(self.failures)} input(s) failed:")
+            lines += [f"  {r.input}: {r.reason}" for r in self.failures]
+        return "\n".join(lines)
+
+
+def _short(s: str, n: int = 48) -> str:
+    return s if len(s) <= n else "..." + s[-(n - 3):]
+
+
+class StreamRun:
+    """Driver-side state of one stream while it runs."""
+
+    def __init__(self, spec: InputSpec, actor, result: InputResult):
+        self.spec = spec
+        self.actor = actor
+        self.result = result
+        self.queue: deque = deque()          # Cell | Gap, in stream order, not yet given to operators
+        self.pull_ref = None                 # the outstanding SourceWorker.pull, if any
+        self.op_cells: list[Cell] = []       # cells with the operators now
+        self.op_state = None                 # operators' state after the last annotated cell
+        self.builder: RecordBuilder | None = None
+        self.held: list = []                 # archive: records waiting for the input's commit
+        self.source_done = False
+        self.closing = False
+        self.delivering = False
+        self.finished = False
+        self.started = time.monotonic()
+        self.oldest_cell_at: float | None = None   # when the oldest queued cell arrived (max wait)
+        self.last_cell: Cell | None = None
+        self.restart_from: tuple[float, float] | None = None  # (t_end, wall time) before a source restart
+        self.info: dict | None = None
+        self.fps_window: deque = deque(maxlen=64)  # (monotonic time, frames) for the status line
+        self.latencies: deque = deque(maxlen=512)  # cell arrival -> record built, seconds
+        self.arrivals: dict[int, float] = {}       # cell index -> when the driver received it
+        self.dropped_base = 0                      # counters of source incarnations before a restart
+        self.reconnects_base = 0
+        self.queue_depth = 0                       # cells waiting inside the source actor
+        self.source_error: str | None = None
+
+    @property
+    def queued_cells(self) -> int:
+        return sum(1 for it in self.queue if isinstance(it, Cell))
+
+    @property
+    def idle(self) -> bool:
+        return self.source_done and not self.queue and not self.op_cells and self.pull_ref is None
