@@ -177,6 +177,7 @@ class KafkaSink:
         if self._closed:
             raise SinkError(f"{self._where}: write after close")
         limit = self.cfg.buffer_max_records
+        failed, unavailable = [], {}      # topic -> why its last send failed in this call
         for rec in records:
             if len(self._pending) >= limit:
                 self._reap(block=False)
@@ -186,9 +187,18 @@ class KafkaSink:
                         continue
                     self._reap(block=True, until=limit - 1)
             topic = self.cfg.topic(rec.kind)
+            if topic in unavailable:
+                # send() already waited max_block_s for this topic's metadata: do not wait per record
+                failed.append((rec, topic, unavailable[topic]))
+                continue
             if topic not in self._topics:
                 self._ensure_topic(topic)
-            self._send(rec, topic, 0)
+            reason = self._send(rec, topic, 0)
+            if reason:
+                failed.append((rec, topic, reason))
+                unavailable[topic] = reason
+        if failed:
+            self._dead(failed)
         self._reap(block=False)
 
     def flush(self) -> None:
@@ -254,16 +264,17 @@ class KafkaSink:
         finally:
             admin.close()
 
-    def _send(self, rec: Record, topic: str, sends: int) -> None:
+    def _send(self, rec: Record, topic: str, sends: int) -> str | None:
+        """Queue one record; returns why it could not even be queued (None: queued)."""
         try:
             future = self._producer.send(topic, value=to_json(rec), key=rec.stream_id.encode("utf-8"),
                                          headers=self._headers)
         except KafkaError as e:
-            self._dead([(rec, topic, f"send failed: {e}")])
-            return
+            return f"send failed: {type(e).__name__}: {e}"
         self._pending.append((future, rec, topic, sends + 1))
         if self.cfg.exactly_once:
             self._txn.append((rec, topic))
+        return None
 
     def _reap(self, block: bool, until: int = 0) -> None:
         """Settle finished sends, oldest first; with ``block`` wait until at most ``until`` are pending."""
@@ -291,7 +302,9 @@ class KafkaSink:
             if (not self.cfg.live and sends <= self.cfg.resend_attempts
                     and getattr(exc, "retriable", False)):
                 log.warning("%s: %s record %s failed (%s); sending again", self._where, topic, rec.record_id, exc)
-                self._send(rec, topic, sends)
+                reason = self._send(rec, topic, sends)
+                if reason:
+                    failed.append((rec, topic, reason))
             else:
                 failed.append((rec, topic, f"{type(exc).__name__}: {exc}"))
         if failed:
