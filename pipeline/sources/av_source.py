@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import time
 from urllib.parse import urlsplit
 
@@ -45,7 +46,6 @@ class _Segment:
     def __init__(self, aligner: GridAligner, t0: float):
         self.aligner, self.lo, self.hi = aligner, t0, t0
         self.last: dict[str, float] = {}
-        self.last_mono = time.monotonic()
 
 
 class AVSource(Source):
@@ -61,6 +61,7 @@ class AVSource(Source):
         self.bad_packets = 0
         self._tol = grid.hop_s / grid.frames_per_cell
         self._has = (False, False)
+        self._last_packet_mono = time.monotonic()
         self._container = self._open()     # fail early: a bad input raises here, in the caller's thread
         if not is_live and self._container.duration:
             self.duration_s = self._container.duration / 1e6
@@ -69,11 +70,17 @@ class AVSource(Source):
     def _open(self):
         fmt, opts = _ffmpeg_options(self._url, self.options)
         timeout = (self.options.open_timeout_s, self.options.read_timeout_s) if self.is_live else None
+        if not self.is_live and os.path.isfile(self._url) and os.path.getsize(self._url) == 0:
+            raise SourceError(self._url, "empty file (0 bytes)")
         self._blocking("open", self.options.open_timeout_s if self.is_live else None)
+        started = time.monotonic()
         try:
             c = av.open(self._url, format=fmt, options=opts, timeout=timeout)
         except (av.FFmpegError, OSError, ValueError) as e:
-            raise SourceError(self._url, f"cannot open: {_reason(e)}") from None
+            reason = _reason(e)
+            if self.is_live and time.monotonic() - started >= 0.9 * self.options.open_timeout_s:
+                reason = f"no answer within {self.options.open_timeout_s:g} s ({reason})"
+            raise SourceError(self._url, f"cannot open: {reason}") from None
         finally:
             self._blocking("", None)
         if not c.streams.video and not c.streams.audio:
@@ -100,6 +107,11 @@ class AVSource(Source):
                 got_any = self._read_container(self._container)
             except SourceError as e:
                 err = e
+            except av.ExitError:   # PyAV's interrupt callback: the read deadline passed
+                err = SourceError(self._url, f"no data for {opts.read_timeout_s:g} s")
+                # demuxers flush partial packets when a read fails, so packet arrival times overstate
+                # how long data kept coming: nothing came during the deadline
+                self._last_packet_mono = min(self._last_packet_mono, time.monotonic() - opts.read_timeout_s)
             except (av.FFmpegError, OSError) as e:
                 err = SourceError(self._url, _reason(e))
             finally:
@@ -159,6 +171,8 @@ class AVSource(Source):
                 break
             finally:
                 self._blocking("", None)
+            if packet.size:
+                self._last_packet_mono = time.monotonic()   # arrival, not decode: decoders hold frames back
             try:
                 frames = packet.decode()
             except av.InvalidDataError:
@@ -219,7 +233,6 @@ class AVSource(Source):
         seg = self._seg
         seg.last[kind] = t
         seg.hi = max(seg.hi, t)
-        seg.last_mono = time.monotonic()
         return True
 
     def _start_segment(self, t0: float) -> None:
@@ -228,8 +241,9 @@ class AVSource(Source):
         if self._timeline_end is not None:
             end, prev_offset, prev_mono = self._timeline_end, self._prev_offset, self._prev_last_mono
             if self.is_live:
-                missed = max(0.0, now_mono - prev_mono)   # wall time nobody delivered media for
-                offset = end + missed - t0
+                # the live timeline keeps pace with the wall clock across the outage
+                missed = max(0.0, now_mono - prev_mono)
+                offset = max(end, self._prev_data_end + missed) - t0
             else:
                 offset = max(prev_offset, end - t0)       # files keep their own times unless they go backwards
             gap = Gap(stream_id=self.stream_id, t_start=end, t_end=t0 + offset, reason=self._pending_gap or "pts_jump",
@@ -256,7 +270,8 @@ class AVSource(Source):
         al = seg.aligner
         self._emit(al.flush())
         self._timeline_end = al.emitted_end_s
-        self._prev_offset, self._prev_last_mono = al.offset, seg.last_mono
+        self._prev_offset, self._prev_last_mono = al.offset, self._last_packet_mono
+        self._prev_data_end = seg.hi + al.offset
 
     def _emit(self, cells) -> bool:
         for c in cells:

@@ -1,0 +1,204 @@
+"""Live sources against real servers (tests/servers.py): RTSP, silent TCP, UDP MPEG-TS, HLS, synthetic."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.errors import SourceError
+from pipeline.grid import Cell, Gap, GridConfig
+from pipeline.sources import SourceOptions, open_source
+from tests.media import MediaSpec, make_media
+from tests.servers import have_ffmpeg_cli, have_gst_rtsp, hls_server, rtsp_server, silent_tcp_server, udp_ts_sender
+
+GRID = GridConfig(frame_height=48, frame_width=64)
+FAST = SourceOptions(open_timeout_s=5, read_timeout_s=2, backoff_initial_s=0.2, backoff_max_s=1.0)
+SECRET = "s3cr3t-pw"
+needs_gst = pytest.mark.skipif(not have_gst_rtsp(), reason="GStreamer RTSP server (python3-gi) not installed")
+needs_ffmpeg = pytest.mark.skipif(not have_ffmpeg_cli(), reason="ffmpeg CLI not installed")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """20 s H.264 + AAC with a flash and a click together at 2.3 s (and 12.3 s)."""
+    path = tmp_path_factory.mktemp("live") / "clip.mp4"
+    return make_media(path, MediaSpec(duration_s=20.0, flashes=(2.3, 12.3), clicks=(2.3, 12.3)), "mp4").path
+
+
+def event_cells(cells: list[Cell]) -> tuple[set[int], set[int]]:
+    """Indices of cells holding a white frame and of cells holding a loud audio burst."""
+    flash = {c.index for c in cells if (c.frames[c.frame_mask].reshape(-1, 48 * 64 * 3).mean(axis=1) > 200).any()}
+    click = {c.index for c in cells if np.abs(c.audio).max() > 0.3}
+    return flash, click
+
+
+def check_contiguous(cells: list[Cell]) -> None:
+    for a, b in zip(cells, cells[1:]):
+        assert b.index == a.index + 1 and b.t_start == pytest.approx(a.t_end)
+        assert b.wall_start - a.wall_start == dt.timedelta(seconds=GRID.hop_s)
+    for c in cells:
+        assert c.is_live and c.wall_start.tzinfo is not None
+
+
+@needs_gst
+@pytest.mark.timeout(90)
+def test_rtsp_clip_reconnects_after_server_restart_without_leaking_the_password(clip, caplog):
+    caplog.set_level(logging.DEBUG)
+    with rtsp_server(clip) as srv:
+        url = srv.url.replace("rtsp://", f"rtsp://viewer:{SECRET}@")
+        items: list[Cell | Gap] = []
+        with open_source(url, GRID, options=FAST) as src:
+            assert src.is_live and SECRET not in src.source and "***" in src.source
+            for item in src:
+                items.append(item)
+                if len(items) == 4:                      # mid-stream: the server dies and comes back
+                    srv.kill()
+                    time.sleep(1.0)
+                    srv.start()
+                gaps = [i for i in items if isinstance(i, Gap)]
+                if gaps and len(items) - items.index(gaps[0]) > 3:
+                    break
+    gaps = [i for i in items if isinstance(i, Gap)]
+    assert len(gaps) == 1 and gaps[0].reason == "reconnect"
+    k = items.index(gaps[0])
+    before, after = items[:k], items[k + 1:]
+    check_contiguous(before)
+    check_contiguous(after)
+    assert {c.segment for c in before} == {0} and {c.segment for c in after} == {1}
+    gap = gaps[0]
+    # the gap starts where the old segment's cells end and covers at least the second of downtime
+    assert gap.t_start == pytest.approx(before[-1].t_end)
+    assert gap.t_end - gap.t_start >= 1.0 and gap.wall_end - gap.wall_start >= dt.timedelta(seconds=1.0)
+    assert after[0].t_start == pytest.approx(gap.t_end) and after[0].wall_start >= gap.wall_end
+    assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.95 for c in before[:-1] + after[:-1])
+    # the clip plays from its start after the restart: flash and click together in cell 2 of each segment
+    for seg in (before, after):
+        flash, click = event_cells(seg)
+        assert flash == click == {2}
+    for item in items:
+        assert SECRET not in item.source + item.stream_id
+    assert SECRET not in caplog.text and "reconnect" in caplog.text
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("scheme", ["rtsp", "http"])
+def test_server_that_sends_nothing_fails_within_the_deadline(scheme):
+    deadline = 2.0
+    with silent_tcp_server(scheme) as srv:
+        url = srv.url.replace(f"{scheme}://", f"{scheme}://admin:{SECRET}@")
+        started = time.monotonic()
+        with pytest.raises(SourceError) as err:
+            with open_source(url, GRID, live=True,
+                             options=SourceOptions(open_timeout_s=deadline, read_timeout_s=deadline, reconnect=False)) as src:
+                list(src)
+        elapsed = time.monotonic() - started
+        assert srv.connections >= 1
+    assert elapsed < deadline + 2.0
+    assert "no answer within 2 s" in str(err.value)
+    assert SECRET not in str(err.value) and "admin:***@127.0.0.1" in str(err.value)
+
+
+@needs_ffmpeg
+@pytest.mark.timeout(90)
+def test_udp_mpegts_sender_that_stops_and_restarts(tmp_path):
+    ts = make_media(tmp_path / "cam.ts", MediaSpec(duration_s=10.0, flashes=(2.3,), clicks=(2.3,)), "ts").path
+    with udp_ts_sender(ts) as snd:
+        items: list[Cell | Gap] = []
+        with open_source(snd.url, GRID, options=FAST) as src:
+            for item in src:
+                items.append(item)
+                if len(items) == 3:
+                    snd.stop()
+                    time.sleep(2.5)                        # longer than the read deadline: a reconnect
+                    snd.start()
+                if isinstance(items[-1], Cell) and items[-1].segment == 1 and items[-1].index == 2:
+                    break
+    gaps = [i for i in items if isinstance(i, Gap)]
+    assert [g.reason for g in gaps] == ["reconnect"]
+    k = items.index(gaps[0])
+    check_contiguous(items[:k])
+    check_contiguous(items[k + 1:])
+    assert items[k + 1].t_start == pytest.approx(gaps[0].t_end)
+    # 2.5 s without a sender, less what ffmpeg -re had sent ahead (its initial burst is 0.5 s)
+    assert gaps[0].t_end - gaps[0].t_start > 1.5
+    assert all(c.frame_mask.all() for c in items[k + 1:-1])
+
+
+@needs_ffmpeg
+@pytest.mark.timeout(60)
+def test_udp_read_deadline_and_giving_up_after_max_reconnects(tmp_path):
+    ts = make_media(tmp_path / "cam.ts", MediaSpec(duration_s=10.0), "ts").path
+    opts = SourceOptions(open_timeout_s=1, read_timeout_s=1, backoff_initial_s=0.1, max_reconnects=2)
+    with udp_ts_sender(ts) as snd:
+        cells = []
+        with pytest.raises(SourceError) as err:
+            with open_source(snd.url, GRID, options=opts) as src:
+                for item in src:
+                    cells.append(item)
+                    if len(cells) == 2:
+                        snd.stop()
+                        stopped = time.monotonic()
+        # 1 s read deadline, then two reopen attempts of 1 s each after 0.1 s and 0.2 s of backoff
+        assert time.monotonic() - stopped < 1 + 2 * 1 + 0.3 + 2.0
+    assert "gave up after 2 reconnect attempts" in str(err.value)
+    assert snd.url in str(err.value)
+
+
+@needs_ffmpeg
+@pytest.mark.timeout(60)
+def test_close_from_another_thread_unblocks_a_waiting_iterator(tmp_path):
+    ts = make_media(tmp_path / "cam.ts", MediaSpec(duration_s=10.0), "ts").path
+    with udp_ts_sender(ts) as snd:
+        src = open_source(snd.url, GRID, options=SourceOptions(read_timeout_s=60))
+        it = iter(src)
+        assert isinstance(next(it), Cell)
+        snd.stop()                                           # the next read blocks (60 s deadline)
+        threading.Timer(0.5, src.close).start()
+        started = time.monotonic()
+        rest = list(it)
+        assert time.monotonic() - started < 3.0
+    assert all(isinstance(i, Cell) for i in rest)
+
+
+@needs_ffmpeg
+@pytest.mark.timeout(60)
+def test_hls_over_local_http(clip):
+    with hls_server(clip) as srv:
+        with open_source(srv.url, GRID, options=FAST) as src:
+            assert src.is_live
+            cells = []
+            for item in src:
+                cells.append(item)
+                if len(cells) == 4:
+                    break
+    assert all(isinstance(c, Cell) for c in cells)
+    check_contiguous(cells)
+    assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.95 for c in cells)
+
+
+@pytest.mark.timeout(30)
+def test_synthetic_pattern_realtime_and_not():
+    url = "synthetic:?duration=3&flashes=1.3&clicks=1.3"
+    with open_source(url, GRID) as src:
+        assert not src.is_live and src.duration_s == 3.0
+        cells = list(src)
+    assert [c.t_start for c in cells] == [0.0, 1.0, 2.0]
+    assert all(c.frame_mask.all() and c.audio_mask.all() and c.wall_start is None for c in cells)
+    assert event_cells(cells) == ({1}, {1})
+    started = time.monotonic()
+    with open_source(url + "&realtime=true", GRID) as src:
+        assert src.is_live
+        live = list(src)
+    assert time.monotonic() - started >= 2.5                 # paced at wall-clock speed
+    check_contiguous(live)
+    assert event_cells(live) == ({1}, {1})
+
+
+def test_bad_synthetic_parameters_are_named():
+    with pytest.raises(SourceError, match="synthetic:.*bad synthetic parameter"):
+        open_source("synthetic:?fps=fast", GRID)

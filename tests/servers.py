@@ -1,0 +1,284 @@
+"""Real servers for source tests (and the runtime's tests): RTSP, silent TCP, UDP MPEG-TS, HLS.
+
+Every helper is a context manager that yields an object with a ``url``; leaving the block stops
+everything it started. Ports come from 18500-18599 (:func:`free_port`).
+
+    from tests.servers import rtsp_server, silent_tcp_server, udp_ts_sender, hls_server
+
+    with rtsp_server(media="clip.mp4") as srv:   # GStreamer RTSP server (system python3 + gi);
+        srv.url                                  #   media=None serves a live test pattern
+        srv.kill(); srv.start()                  # SIGKILL it and start it again on the same port
+    with silent_tcp_server() as srv:             # accepts connections and never sends a byte
+        srv.url                                  #   rtsp://127.0.0.1:PORT/silent
+    with udp_ts_sender("clip.ts") as snd:        # ffmpeg CLI sends MPEG-TS in real time, looping
+        snd.url                                  #   udp://127.0.0.1:PORT ; snd.stop(); snd.start()
+    with hls_server("clip.mp4") as srv:          # ffmpeg writes a live HLS playlist, http.server serves it
+        srv.url                                  #   http://127.0.0.1:PORT/live.m3u8
+
+RTSP needs ``/usr/bin/python3`` with ``gi`` and GstRtspServer (Debian: python3-gi,
+gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-*); :func:`have_gst_rtsp` says whether they are
+there. The others need the ``ffmpeg`` CLI (:func:`have_ffmpeg_cli`).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+PORTS = range(18500, 18600)
+SYSTEM_PYTHON = "/usr/bin/python3"
+_taken: set[int] = set()
+_lock = threading.Lock()
+
+
+def free_port() -> int:
+    """A port in 18500-18599 that is free for both TCP and UDP on 127.0.0.1 right now."""
+    with _lock:
+        for port in PORTS:
+            if port in _taken:
+                continue
+            try:
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _taken.add(port)
+            return port
+    raise RuntimeError("no free port in 18500-18599")
+
+
+def _release_port(port: int) -> None:
+    with _lock:
+        _taken.discard(port)
+
+
+@functools.cache
+def have_gst_rtsp() -> bool:
+    if not os.path.exists(SYSTEM_PYTHON):
+        return False
+    code = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    return subprocess.run([SYSTEM_PYTHON, "-c", code], capture_output=True).returncode == 0
+
+
+def have_ffmpeg_cli() -> bool:
+    return shutil.which("ffmpeg") is not None
+
+
+def _wait_port(port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def _stop(proc: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- RTSP (GStreamer) ------------------------------------------------------------------------------
+
+_GST_RTSP = r"""
+import sys, gi
+gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
+from gi.repository import Gst, GstRtspServer, GLib
+Gst.init(None)
+port, mount, media = sys.argv[1], sys.argv[2], sys.argv[3]
+if media == "-":
+    launch = ("( videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=25/1 "
+              "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! rtph264pay name=pay0 pt=96 "
+              "audiotestsrc is-live=true wave=ticks ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 "
+              "! opusenc ! rtpopuspay name=pay1 pt=97 )")
+else:  # an mp4 with H.264 + AAC, played at its own pace (the RTP sinks sync to the clock)
+    launch = (f'( filesrc location="{media}" ! qtdemux name=d d.video_0 ! queue ! h264parse config-interval=-1 '
+              "! rtph264pay name=pay0 pt=96 d.audio_0 ! queue ! aacparse ! rtpmp4gpay name=pay1 pt=97 )")
+server = GstRtspServer.RTSPServer()
+server.set_address("127.0.0.1")
+server.set_service(port)
+factory = GstRtspServer.RTSPMediaFactory()
+factory.set_launch(launch)
+factory.set_shared(True)
+server.get_mount_points().add_factory(mount, factory)
+if server.attach(None) == 0:
+    sys.exit("cannot listen on port " + port)
+print("READY", flush=True)
+GLib.MainLoop().run()
+"""
+
+
+class RtspServer:
+    """GStreamer's RTSP server in a subprocess of the system python; restartable on the same port."""
+
+    def __init__(self, media: str | None = None, port: int | None = None, mount: str = "/live"):
+        self.media, self.mount = media, mount
+        self.port = port or free_port()
+        self.url = f"rtsp://127.0.0.1:{self.port}{mount}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([SYSTEM_PYTHON, "-c", _GST_RTSP, str(self.port), self.mount, self.media or "-"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        if "READY" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"GStreamer RTSP server did not start on port {self.port}")
+        _wait_port(self.port)
+
+    def kill(self) -> None:
+        """SIGKILL: the connection drops the way a crashed camera or server drops it."""
+        _stop(self.proc, signal.SIGKILL)
+
+
+@contextmanager
+def rtsp_server(media: str | None = None, port: int | None = None, mount: str = "/live"):
+    srv = RtspServer(str(media) if media else None, port, mount)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.kill()
+        _release_port(srv.port)
+
+
+# -- a server that accepts and then says nothing ---------------------------------------------------
+
+class SilentTcpServer:
+    def __init__(self, scheme: str = "rtsp"):
+        self.port = free_port()
+        self.url = f"{scheme}://127.0.0.1:{self.port}/silent"
+        self.connections = 0
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", self.port))
+        self._sock.listen(8)
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._held.append(conn)      # keep it open, read nothing, send nothing
+
+    def close(self) -> None:
+        self._sock.close()
+        for c in self._held:
+            c.close()
+
+
+@contextmanager
+def silent_tcp_server(scheme: str = "rtsp"):
+    srv = SilentTcpServer(scheme)
+    try:
+        yield srv
+    finally:
+        srv.close()
+        _release_port(srv.port)
+
+
+# -- UDP MPEG-TS -------------------------------------------------------------------------------------
+
+class UdpTsSender:
+    """``ffmpeg -re -stream_loop -1 -i MEDIA -c copy -f mpegts udp://127.0.0.1:PORT`` (a camera on UDP)."""
+
+    def __init__(self, media: str, port: int | None = None):
+        self.media = media
+        self.port = port or free_port()
+        self.url = f"udp://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", self.media, "-c", "copy",
+             "-f", "mpegts", f"{self.url}?pkt_size=1316"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGKILL)
+
+
+@contextmanager
+def udp_ts_sender(media: str, port: int | None = None):
+    snd = UdpTsSender(str(media), port)
+    snd.start()
+    try:
+        yield snd
+    finally:
+        snd.stop()
+        _release_port(snd.port)
+
+
+# -- HLS over local HTTP ------------------------------------------------------------------------------
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class HlsServer:
+    """A live HLS playlist (1 s segments, sliding window of 6) written by ffmpeg in real time from a
+    looping file, served by ``http.server`` from a temporary directory."""
+
+    def __init__(self, media: str, directory: str, port: int | None = None):
+        self.media, self.dir = media, Path(directory)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/live.m3u8"
+        self.proc: subprocess.Popen | None = None
+        handler = functools.partial(_QuietHandler, directory=str(self.dir))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def start(self, wait_segments: int = 2) -> None:
+        self.proc = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", self.media, "-c", "copy",
+             "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments",
+             str(self.dir / "live.m3u8")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pl = self.dir / "live.m3u8"
+            if pl.exists() and pl.read_text().count("#EXTINF") >= wait_segments:
+                return
+            time.sleep(0.1)
+        raise TimeoutError("ffmpeg wrote no HLS playlist")
+
+    def close(self) -> None:
+        _stop(self.proc)
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@contextmanager
+def hls_server(media: str, directory: str | None = None, port: int | None = None):
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="avgrid-hls-") as tmp:
+        srv = HlsServer(str(media), directory or tmp, port)
+        try:
+            srv.start()
+            yield srv
+        finally:
+            srv.close()
+            _release_port(srv.port)
