@@ -1,0 +1,158 @@
+"""End to end on generated media with known events: `avgrid annotate` through the real Ray actors,
+the offline detectors, the Parquet dataset (read back with pyarrow and DuckDB) and a real Kafka broker."""
+
+import json
+import os
+import uuid
+
+import pyarrow.dataset as ds
+import pytest
+
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.runtime import Engine, Observer
+from tests.media import MediaSpec, make_media
+
+HOP_S = 1.0
+SPEC = MediaSpec(duration_s=10.0, width=320, height=240, flashes=(2.0, 7.0), cuts=(5.0,), clicks=(4.0, 8.0))
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One embedded Ray for this module (ray.init costs seconds); the engine reuses it."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 namespace="avgrid")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def read(out, kind):
+    path = os.path.join(out, kind)
+    if not os.path.isdir(path):
+        return []
+    return ds.dataset(path, format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, ray_local):
+    """The clip, and one clean `avgrid annotate --profile offline` of it."""
+    d = tmp_path_factory.mktemp("e2e")
+    truth = make_media(d / "clip.mp4", SPEC)
+    out = str(d / "out")
+    rc = main(["annotate", str(d / "clip.mp4"), "--out", out, "--profile", "offline", "--no-progress"])
+    return truth, out, rc
+
+
+def test_offline_profile_writes_every_kind_it_can_with_times_matching_ground_truth(clean_run):
+    truth, out, rc = clean_run
+    assert rc == 0
+    events, actions, captions = read(out, "event"), read(out, "action"), read(out, "caption")
+    assert read(out, "sentiment") == []         # nothing offline can honestly say about sentiment
+    stream = os.path.abspath(truth.path)
+
+    def starts(label):
+        return [e["t_start"] for e in events if e["label"] == label]
+
+    for kind, label in (("flash", "flash"), ("cut", "cut"), ("click", "onset")):
+        for ev in truth.of(kind):
+            assert any(abs(t - ev.t_start) <= HOP_S for t in starts(label)), (kind, ev.t_start, starts(label))
+    # no flash or cut where there was none
+    assert all(any(abs(t - ev.t_start) <= HOP_S for ev in truth.of("flash")) for t in starts("flash"))
+    assert all(any(abs(t - ev.t_start) <= HOP_S for ev in truth.of("cut")) for t in starts("cut"))
+    # a moving square under a fixed camera: the camera-motion method sees object motion, and says so
+    assert actions and all(a["model"].startswith("camera_motion:") for a in actions)
+    assert {a["label"] for a in actions} == {"object_motion"}
+    # template captions tile the clip: every cell is described exactly once
+    assert captions and all(c["method"] == "template" for c in captions)
+    assert sum(c["t_end"] - c["t_start"] for c in captions) == pytest.approx(SPEC.duration_s)
+    every = events + actions + captions
+    assert {r["stream_id"] for r in every} == {stream}
+    assert len({r["run_id"] for r in every}) == 1 and all(r["model"] for r in every)
+    assert len({r["record_id"] for r in every}) == len(every)
+
+
+def test_duckdb_reads_the_same_dataset(clean_run):
+    duckdb = pytest.importorskip("duckdb")
+    _, out, _ = clean_run
+    n = duckdb.sql(f"select count(*) from read_parquet('{out}/event/**/*.parquet', hive_partitioning=true)").fetchall()[0]
+    assert n[0] == len(read(out, "event"))
+
+
+def test_rerun_skips_the_committed_input(clean_run, capsys):
+    truth, out, _ = clean_run
+    before = sorted(r["record_id"] for r in read(out, "event"))
+    assert main(["annotate", truth.path, "--out", out, "--no-progress"]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert sorted(r["record_id"] for r in read(out, "event")) == before
+
+
+def test_kafka_gets_the_same_record_ids(clean_run, kafka, tmp_path):
+    from kafka import KafkaConsumer
+
+    truth, out, _ = clean_run
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    rc = main(["annotate", truth.path, "--out", str(tmp_path / "k"), "--kafka", kafka, "--kafka-prefix", prefix,
+               "--no-progress"])
+    assert rc == 0
+    expected = {r["record_id"] for k in ("action", "event", "caption") for r in read(out, k)}
+    consumer = KafkaConsumer(*(f"{prefix}.{k}" for k in ("action", "event", "caption")), bootstrap_servers=kafka,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000, enable_auto_commit=False)
+    got = {}
+    for msg in consumer:
+        value = json.loads(msg.value)
+        got[value["record_id"]] = (msg.key.decode(), dict(msg.headers).get("schema_version"))
+    consumer.close()
+    assert set(got) == expected
+    assert all(key == os.path.abspath(truth.path) and ver == b"1" for key, ver in got.values())
+
+
+def test_ten_files_two_corrupt_exit_1_eight_annotated_failures_named(tmp_path, ray_local, capsys):
+    media = tmp_path / "in"
+    media.mkdir()
+    for i in range(8):
+        make_media(media / f"ok{i}.mp4", MediaSpec(duration_s=2.0, width=160, height=120, flashes=(), clicks=()))
+    (media / "garbage.mp4").write_bytes(os.urandom(4096))
+    whole = (media / "ok0.mp4").read_bytes()
+    (media / "truncated.mp4").write_bytes(whole[: len(whole) // 3])
+    out = tmp_path / "out"
+    rc = main(["annotate", str(media), "--out", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 1
+    assert "8/10 ok" in text
+    failed = [line for line in text.splitlines() if line.startswith("  ") and ".mp4:" in line]
+    assert sorted(os.path.basename(line.split(":")[0].strip()) for line in failed) == ["garbage.mp4", "truncated.mp4"]
+    assert all(line.split(":", 1)[1].strip() for line in failed)          # each with a reason
+    streams = {r["stream_id"] for r in read(out, "caption")}
+    assert streams == {os.path.abspath(media / f"ok{i}.mp4") for i in range(8)}
+
+
+class _KillOperatorOnce(Observer):
+    """Kills operator actor 0 right after the first batch came back, while later batches are queued."""
+
+    def __init__(self, run_id):
+        self.run_id, self.killed_pid = run_id, None
+
+    def cells_annotated(self, run, cells, seconds):
+        import ray
+
+        if self.killed_pid is None:
+            actor = ray.get_actor(f"avgrid-{self.run_id}-operator-0", namespace="avgrid")
+            self.killed_pid = ray.get(actor.pid.remote())
+            ray.kill(actor, no_restart=False)
+
+
+def test_killing_an_operator_actor_mid_run_still_gives_all_records(clean_run, tmp_path, ray_local):
+    truth, out, _ = clean_run
+    cfg = load_config(overrides={"out": str(tmp_path / "o"), "chunk_cells": 2, "max_batch": 2, "operator_actors": 1})
+    killer = _KillOperatorOnce("killtest")
+    summary = Engine(cfg, run_id="killtest", observers=[killer]).annotate([truth.path])
+    assert killer.killed_pid is not None
+    assert summary.exit_code == 0, summary.table()
+    for kind in ("event", "action", "caption"):
+        assert sorted(r["record_id"] for r in read(tmp_path / "o", kind)) == \
+            sorted(r["record_id"] for r in read(out, kind)), kind
