@@ -184,7 +184,7 @@ def _load_weights(net: PannsCNN, arch: str, cfg: PannsConfig, n_fft: int) -> str
                            f"sample_rate_hz={cfg.sample_rate_hz}, mel_bins={cfg.mel_bins} "
                            f"(expects {(n_fft // 2 + 1, cfg.mel_bins)})")
     load_into(net, state, source=str(path), ignore=FRONT_END_KEYS)
-    return f"{tag}:{file_tag(path)}"
+    return f"{tag}:{file_tag(path)}" if cfg.weights == "DEFAULT" else f"{tag}:file:{file_tag(path)}"
 
 
 def load_labels(path: str | None = None) -> list[str]:

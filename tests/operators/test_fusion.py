@@ -6,7 +6,6 @@ import torch
 
 from operators.fusion import CellFeaturizer, FusionConfig, FusionModel
 
-torch.set_num_threads(1)
 W, DV, DA = 8, 12, 10
 
 

@@ -8,7 +8,6 @@ import torch
 
 from operators.fusion import Bundle, BundleError, CellFeaturizer, FusionConfig, FusionModel, default_preprocessing
 
-torch.set_num_threads(1)
 
 
 def make_bundle(captions=("a red thing",)) -> Bundle:
