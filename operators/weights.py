@@ -47,7 +47,8 @@ def file_tag(path: str | Path) -> str:
     return f"{Path(path).name}@sha256:{h.hexdigest()[:12]}"
 
 
-def load_state_dict(path: str | Path, *, nested_keys: tuple[str, ...] = ("state_dict", "model")) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | Path, *,
+                    nested_keys: tuple[str, ...] = ("state_dict", "model")) -> dict[str, torch.Tensor]:
     """Read a state dict from ``path`` on CPU.
 
     ``.safetensors`` files are read with safetensors; anything else with ``torch.load(weights_only=True)``,

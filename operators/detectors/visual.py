@@ -43,7 +43,7 @@ class SceneCutConfig:
 class MotionConfig:
     """Motion by frame differencing on a grey thumbnail (``thumbnail_px`` wide, blurred): a pixel moved
     when its grey level changed by > ``pixel_delta`` (0..255); a pair has motion when >= ``min_fraction``
-    of the pixels moved."""
+    of the pixels moved. A global lighting change (a flash) also counts as motion."""
 
     pixel_delta: int = 25
     min_fraction: float = 0.002

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
 from operators.weights import WeightsError, cached_file, load_into, resolve_torchvision
+
+
+CUDA_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,10 @@ class TorchvisionConfig:
     device: str = "cpu"
     cuda_dtype: str = "bfloat16"
     channels_last: bool = True
+
+    def __post_init__(self):
+        if self.cuda_dtype not in CUDA_DTYPES:
+            raise ValueError(f"cuda_dtype must be one of {', '.join(CUDA_DTYPES)}, got {self.cuda_dtype!r}")
 
 
 def load_torchvision(arch: str, cfg: TorchvisionConfig) -> tuple[nn.Module, str, object]:
@@ -61,7 +69,6 @@ def weights_status(arch: str):
             member = enum.DEFAULT if cfg.weights == "DEFAULT" else enum[cfg.weights]
             path = cached_file(member.url)
             return path.is_file(), str(path)
-        from pathlib import Path
         return Path(cfg.weights).expanduser().is_file(), cfg.weights
     return status
 
@@ -71,7 +78,7 @@ def placement(cfg: TorchvisionConfig) -> tuple[torch.device, torch.dtype]:
     device = torch.device(cfg.device)
     if device.type != "cuda":
         return device, torch.float32
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[cfg.cuda_dtype]
+    dtype = CUDA_DTYPES[cfg.cuda_dtype]
     if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         dtype = torch.float16
     return device, dtype

@@ -130,6 +130,9 @@ class AudioEncoder(nn.Module):
             sample_rate=sr, n_fft=n_fft, win_length=n_fft, hop_length=sr // 100, f_min=cfg.fmin_hz, f_max=fmax,
             n_mels=cfg.mel_bins, power=2.0, center=True, pad_mode="reflect", norm="slaney", mel_scale="slaney")
         self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=None)
+        # a module, so the resampling kernel is computed once and moves with the encoder's device
+        self.resample = (torchaudio.transforms.Resample(cfg.input_sample_rate_hz, sr)
+                         if cfg.input_sample_rate_hz != sr else nn.Identity())
         self.net = PannsCNN(arch, cfg.mel_bins, cfg.num_classes)
         self.embed_dim: int = self.net.fc1.out_features
         self.model_id = _load_weights(self.net, arch, cfg, n_fft)
@@ -141,9 +144,7 @@ class AudioEncoder(nn.Module):
 
     def logmel(self, audio: torch.Tensor) -> torch.Tensor:
         """``(N, S)`` float32 at the input rate -> ``(N, 1, frames, mel_bins)`` log-mel in dB (10 ms frames)."""
-        if self.cfg.input_sample_rate_hz != self.cfg.sample_rate_hz:
-            audio = torchaudio.functional.resample(audio, self.cfg.input_sample_rate_hz, self.cfg.sample_rate_hz)
-        return self.to_db(self.melspec(audio)).transpose(1, 2).unsqueeze(1)
+        return self.to_db(self.melspec(self.resample(audio))).transpose(1, 2).unsqueeze(1)
 
     @torch.inference_mode()
     def forward(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -43,7 +43,8 @@ class VideoClassifier(nn.Module):
         self.num_frames = cfg.num_frames or VIDEO_ARCHS[arch]
         min_t = member.meta.get("min_temporal_size") or 1
         if arch == "mvit_v2_s" and self.num_frames != 16:
-            raise ValueError(f"mvit_v2_s: num_frames must be 16 (its positional embeddings are fixed), got {self.num_frames}")
+            raise ValueError(f"mvit_v2_s: num_frames must be 16 (its positional embeddings are fixed), "
+                             f"got {self.num_frames}")
         if self.num_frames < min_t:
             raise ValueError(f"{arch}: num_frames must be >= {min_t}, got {self.num_frames}")
         self.preprocess = member.transforms()

@@ -9,7 +9,6 @@ from operators.encoders.audio import load_labels
 from operators.registry import build
 from operators.weights import WeightsError
 
-torch.set_num_threads(2)
 
 
 def public_cnn_keys(channels, convs_per_block, n_fft=1024, mel_bins=64):

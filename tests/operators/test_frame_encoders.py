@@ -9,7 +9,6 @@ from operators.encoders.frame import FRAME_ARCHS
 from operators.registry import build
 from operators.weights import WeightsError
 
-torch.set_num_threads(2)
 EMBED_DIM = {"mobilenet_v3_small": 1024, "mobilenet_v3_large": 1280, "resnet18": 512, "resnet50": 2048,
              "efficientnet_b0": 1280, "convnext_tiny": 768, "vit_b_16": 768}
 

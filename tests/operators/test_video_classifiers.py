@@ -8,7 +8,6 @@ from operators.encoders.video import VIDEO_ARCHS
 from operators.registry import build
 from operators.weights import WeightsError
 
-torch.set_num_threads(2)
 
 
 def clip(b=1, t=8, h=64, w=80, seed=0):

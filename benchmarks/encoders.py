@@ -1,0 +1,126 @@
+"""Encoder throughput inside avgrid's wrappers vs the same model called directly in a loop.
+
+    python -m benchmarks.encoders                 # every encoder, CPU (and CUDA when present)
+    python -m benchmarks.encoders --models resnet18,panns_cnn6 --iters 5
+
+Weights are RANDOM (``allow_random=True``, model ids end in ``@random``): throughput does not depend
+on the values, and this machine cannot download checkpoints. Both sides share one state dict.
+"direct" is the plain torchvision recipe: the weights enum's transforms, then the model, under
+``torch.inference_mode`` (for PANNs: torchaudio Resample + MelSpectrogram + AmplitudeToDB, then the
+network). On CUDA the direct model runs in the wrapper's dtype, so the ratio measures the wrapper's
+overhead only.
+Ratios ``<operator>_vs_direct`` (CPU) and ``<operator>_cuda_vs_direct``; target >= 0.8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+import torchaudio
+from torchvision.models import get_model_weights
+
+from benchmarks._harness import report
+from operators.encoders.frame import FRAME_ARCHS
+from operators.encoders.video import VIDEO_ARCHS
+from operators.registry import build
+
+AUDIO = ("panns_cnn14", "panns_cnn10", "panns_cnn6")
+TARGET = 0.8
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(fns: dict, iters: int, device: torch.device) -> dict[str, float]:
+    """Seconds per call of each fn, timed in alternation so both see the same machine load."""
+    for fn in fns.values():                      # warm-up: allocator, cudnn autotune, lazy init
+        fn()
+    _sync(device)
+    total = dict.fromkeys(fns, 0.0)
+    for _ in range(iters):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            total[name] += time.perf_counter() - t
+    return {k: v / iters for k, v in total.items()}
+
+
+def frame_pair(arch: str, device: str, batch: int):
+    enc = build(arch, weights=None, allow_random=True, device=device)
+    # the direct model: the wrapper's network before its head was dropped has the same backbone
+    model = copy.deepcopy(enc.model)
+    preprocess = get_model_weights(arch).DEFAULT.transforms()
+    x = torch.randint(0, 256, (batch, 224, 224, 3), dtype=torch.uint8)
+
+    @torch.inference_mode()
+    def direct():
+        return model(preprocess(x.permute(0, 3, 1, 2).to(enc.device)).to(enc.dtype))
+
+    return (lambda: enc(x)), direct, batch, enc.device
+
+
+def video_pair(arch: str, device: str, batch: int):
+    clf = build(arch, weights=None, allow_random=True, device=device)
+    model = copy.deepcopy(clf.model)
+    preprocess = get_model_weights(arch).DEFAULT.transforms()
+    x = torch.randint(0, 256, (batch, clf.num_frames, 224, 224, 3), dtype=torch.uint8)
+
+    @torch.inference_mode()
+    def direct():
+        return model(preprocess(x.permute(0, 1, 4, 2, 3).to(clf.device)).to(clf.dtype)).softmax(-1)
+
+    return (lambda: clf(x)), direct, batch, clf.device
+
+
+def audio_pair(name: str, device: str, batch: int):
+    aenc = build(name, weights=None, allow_random=True, device=device)
+    net, mel, to_db = copy.deepcopy(aenc.net), copy.deepcopy(aenc.melspec), copy.deepcopy(aenc.to_db)
+    resample = torchaudio.transforms.Resample(16000, 32000).to(aenc.device)
+    x = torch.randn(batch, 16000) * 0.1                       # 1 s cells at the grid's 16 kHz
+
+    @torch.inference_mode()
+    def direct():
+        a = resample(x.to(aenc.device))
+        return net(to_db(mel(a)).transpose(1, 2).unsqueeze(1))
+
+    return (lambda: aenc(x)), direct, batch, aenc.device
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="", help="comma-separated operator names (default: all encoders)")
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = [m for m in args.models.split(",") if m] or [*FRAME_ARCHS, *VIDEO_ARCHS, *AUDIO]
+    figures, ratios, notes = {}, {}, {"weights": "random (allow_random=True): throughput only", "iters": args.iters}
+    for device in args.devices.split(","):
+        cuda = device.startswith("cuda")
+        for name in names:
+            if name in FRAME_ARCHS:
+                pair, unit, batch = frame_pair, "frames", 32 if cuda else 8
+            elif name in VIDEO_ARCHS:
+                pair, unit, batch = video_pair, "clips", 4 if cuda else 1
+            else:
+                pair, unit, batch = audio_pair, "cells", 64 if cuda else 8
+            wrapped, direct, n, dev = pair(name, device, batch)
+            secs = interleaved({"avgrid": wrapped, "direct": direct}, args.iters, dev)
+            tag = f"{name}_cuda" if cuda else name
+            figures[f"{tag}_avgrid_{unit}_per_s"] = n / secs["avgrid"]
+            figures[f"{tag}_direct_{unit}_per_s"] = n / secs["direct"]
+            ratios[f"{tag}_vs_direct"] = secs["direct"] / secs["avgrid"]
+            print(f"{tag}: avgrid {n / secs['avgrid']:.1f} {unit}/s, direct {n / secs['direct']:.1f} {unit}/s, "
+                  f"ratio {secs['direct'] / secs['avgrid']:.2f}", flush=True)
+    return report("encoders", figures=figures, ratios=ratios, targets={k: TARGET for k in ratios}, notes=notes)
+
+
+if __name__ == "__main__":
+    main()
