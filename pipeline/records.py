@@ -247,7 +247,7 @@ def _iso(t: _dt.datetime | None) -> str | None:
 
 def to_dict(record: Record) -> dict[str, Any]:
     """The JSON object of a record: field -> value, timestamps as ISO-8601 UTC strings."""
-    d = {name: getattr(record, name) for name in _NAMES[record.kind]}
+    d = dict(record.__dict__)     # field order; a plain copy is several times cheaper than getattr per field
     d["wall_start"] = _iso(record.wall_start)
     d["produced_at"] = _iso(record.produced_at)
     if record.kind == "action":
