@@ -327,6 +327,11 @@ class TrainReport:
     failed_clips: list[str]
     seconds: float
 
+    def __str__(self) -> str:
+        head = (f"saved {self.model_id} to {self.bundle}: {self.n_train_clips} train / {self.n_val_clips} validation "
+                f"clips, best epoch {self.best_epoch}/{self.epochs} (score {self.best_score:.3f}), {self.seconds:.0f} s")
+        return head + "\nvalidation:\n" + format_metrics({**self.val_metrics, "failed_clips": self.failed_clips})
+
 
 def _normalisation(clips: list[LabelledClip]):
     def stats(x, m):
@@ -511,15 +516,23 @@ def evaluate_clips(bundle: Bundle, clips: list[LabelledClip], *, vocab: Vocab | 
     return res
 
 
-def evaluate(bundle_path: str | Path, data_dir: str | Path, *, cache_dir: str | Path | None = None,
-             audio_shift_cells: int = 0, progress: bool = False) -> dict:
-    """Score a saved bundle on a labelled data directory (decoded with the bundle's own grid)."""
-    bundle = Bundle.load(bundle_path)
+class Metrics(dict):
+    """The dict ``evaluate`` returns; ``str()`` gives the table ``avgrid eval`` prints."""
+
+    def __str__(self) -> str:
+        return format_metrics(self)
+
+
+def evaluate(bundle_path: str | Path | Bundle, data_dir: str | Path, *, cache_dir: str | Path | None = None,
+             audio_shift_cells: int = 0, progress: bool = False) -> Metrics:
+    """Score a bundle (a directory, or a loaded Bundle) on a labelled data directory, decoded with
+    the bundle's own grid. ``failed_clips`` lists the inputs that could not be read."""
+    bundle = bundle_path if isinstance(bundle_path, Bundle) else Bundle.load(bundle_path)
     pre = bundle.preprocessing
     grid = GridConfig(hop_s=pre["hop_s"], fps=pre["fps"], frame_height=pre["frame_height"],
                       frame_width=pre["frame_width"])
     clips, failed = load_clips(data_dir, bundle.featurizer, grid, cache_dir=cache_dir, progress=progress)
-    res = evaluate_clips(bundle, clips, audio_shift_cells=audio_shift_cells)
+    res = Metrics(evaluate_clips(bundle, clips, audio_shift_cells=audio_shift_cells))
     res["failed_clips"] = failed
     return res
 
@@ -562,11 +575,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "train":
             r = train(args.data, args.out, epochs=args.epochs, seed=args.seed, window=args.window,
                       features=args.features)
-            print(f"saved {r.model_id} to {r.bundle} (best epoch {r.best_epoch}, validation score {r.best_score:.3f})")
-            print(format_metrics({**r.val_metrics, "failed_clips": r.failed_clips}))
+            print(r)
             return 1 if r.failed_clips else 0
         m = evaluate(args.bundle, args.data)
-        print(format_metrics(m))
+        print(m)
         return 1 if m["failed_clips"] else 0
     except (AvgridError, ValueError) as err:
         print(f"avgrid {args.cmd}: {err}", file=sys.stderr)

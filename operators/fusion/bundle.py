@@ -145,8 +145,9 @@ class Bundle:
             try:
                 featurizer = CellFeaturizer.from_spec(f"{cfg.video_features}+{cfg.audio_features}",
                                                       encoder_weights=encoder_weights)
-            except (ValueError, ImportError) as e:
-                raise BundleError(path, f"cannot build its features ({e}); pass the featurizer it was trained with")
+            except Exception as e:   # unknown names, missing encoder weights: say which and why
+                raise BundleError(path, f"cannot build its features ({type(e).__name__}: {e}); "
+                                        "pass the featurizer (or encoder_weights) it was trained with") from e
         want = {"video": cfg.video_features, "audio": cfg.audio_features}
         if featurizer.names != want or featurizer.dims != {"video": cfg.video_dim, "audio": cfg.audio_dim}:
             raise BundleError(path, f"trained on features {want} (dims {cfg.video_dim}/{cfg.audio_dim}), "

@@ -142,14 +142,16 @@ class LogMelStats:
 
 
 class EncoderFrameFeatures:
-    """Video ``encoder:<model_id>``: the mean over each cell's real frames of a frame encoder's embeddings.
+    """Video ``encoder:<registry name>=<model_id>``: the mean over each cell's real frames of a
+    frame encoder's embeddings. The model id names the weights, so a bundle refuses the same
+    architecture with other weights.
 
     ``encoder(frames uint8 (N, H, W, 3)) -> (N, D)``; output (T, D) float32, zeros for cells without frames.
     """
 
-    def __init__(self, encoder):
+    def __init__(self, encoder, registry_name: str):
         self.encoder = encoder
-        self.name = f"encoder:{encoder.model_id}"
+        self.name = f"encoder:{registry_name}={encoder.model_id}"
         self.dim = int(encoder.embed_dim)
 
     def __call__(self, frames, frame_mask) -> torch.Tensor:
@@ -184,8 +186,8 @@ class CellFeaturizer:
 
     @classmethod
     def from_spec(cls, spec: str = DEFAULT_SPEC, *, encoder_weights: str | None = None) -> "CellFeaturizer":
-        """``"<video>+<audio>"``; a video part ``encoder:<registry name>`` builds that encoder
-        with ``operators.registry.build(name, weights=encoder_weights)`` (imported only then)."""
+        """``"<video>+<audio>"``; a video part ``encoder:<registry name>[=<model_id>]`` builds that
+        encoder with ``operators.registry.build(name, weights=encoder_weights)`` (imported only then)."""
         try:
             video, audio = spec.split("+")
         except ValueError:
@@ -194,7 +196,8 @@ class CellFeaturizer:
         if video.startswith("encoder:"):
             from operators.registry import build  # optional: only when a learned encoder is asked for
 
-            video = EncoderFrameFeatures(build(video.split(":", 1)[1], weights=encoder_weights))
+            name = video.split(":", 1)[1].split("=", 1)[0]
+            video = EncoderFrameFeatures(build(name, weights=encoder_weights), name)
         elif video not in VIDEO_FEATURES:
             raise ValueError(f"feature spec {spec!r}: unknown video features {video!r} "
                              f"(known: {sorted(VIDEO_FEATURES)} or encoder:<name>)")

@@ -95,3 +95,29 @@ def test_caption_falls_back_to_a_template_named_as_such():
     text, method = c["caption"]
     assert method == f"template-v1:{b.model_id}"
     assert text == f"{c['action'][0]}; mood {c['sentiment'][0]}"
+
+
+def test_encoder_features_are_recorded_with_their_weights(tmp_path):
+    """A registry frame encoder as the video features: the bundle names encoder and weights file,
+    and refuses the same architecture with other weights. (Test weights: a saved random init.)"""
+    from torchvision.models import get_model
+
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        torch.save(get_model("mobilenet_v3_small", weights=None).state_dict(), tmp_path / f"w{seed}.pth")
+    fz = CellFeaturizer.from_spec("encoder:mobilenet_v3_small+logmel-stats-v1", encoder_weights=str(tmp_path / "w1.pth"))
+    assert fz.names["video"].startswith("encoder:mobilenet_v3_small=torchvision/mobilenet_v3_small:file:w1.pth@")
+    frames, fm, audio, am = window(T=2)
+    fm[1, 2:] = False
+    v, a, vm, amask = fz.featurize(frames, fm, audio, am)
+    assert v.shape == (2, 1024) and torch.isfinite(v).all()
+    torch.testing.assert_close(v[1], fz.video.encoder(torch.from_numpy(frames[1, :2])).mean(0))  # mean of real frames
+    cfg = FusionConfig(video_dim=1024, audio_dim=a.shape[1], action_labels=["x"], event_labels=["e"], event_modalities=["audio"],
+                       d_model=16, layers=1, heads=2, window_cells=2, video_features=fz.names["video"])
+    Bundle("enc", FusionModel(cfg), default_preprocessing(), fz).save(tmp_path / "b")
+    loaded = Bundle.load(tmp_path / "b", encoder_weights=str(tmp_path / "w1.pth"))
+    assert loaded.featurizer.names == fz.names
+    with pytest.raises(BundleError, match="refusing .*w2.pth"):
+        Bundle.load(tmp_path / "b", encoder_weights=str(tmp_path / "w2.pth"))
+    with pytest.raises(BundleError, match="cannot build its features"):
+        Bundle.load(tmp_path / "b")                                   # no weights given: no random fallback

@@ -126,3 +126,5 @@ def test_train_and_evaluate_files_end_to_end(tmp_path, capsys):
     assert main(["eval", "--bundle", str(tmp_path / "bundle"), "--data", str(data)]) == 1   # one input failed
     out = capsys.readouterr().out
     assert f"model {report.model_id}: 6 clips, 24 cells" in out and "failed: " in out
+    assert str(evaluate(b, data)) == out.rstrip("\n")        # a loaded Bundle works too; str() is the table
+    assert str(report).startswith(f"saved {report.model_id} to {tmp_path / 'bundle'}: ")
