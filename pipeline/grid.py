@@ -215,7 +215,7 @@ class GridAligner:
         """Cells that are complete, in index order."""
         hop, sr = self.grid.hop_s, self.grid.sample_rate_hz
         v_wm = np.inf if self._video_done else self.t0 + self._slot * self._dt
-        a_wm = np.inf if self._audio_done else (self.t0 + self._apos / sr if self._apos >= 0 else -np.inf)
+        a_wm = np.inf if self._audio_done else self.t0 + max(self._apos, 0) / sr
         lead = max(self._video_end if not self._video_done else -np.inf,
                    self._audio_end if not self._audio_done else -np.inf)
         if v_wm < lead - self.max_lag:
@@ -274,7 +274,7 @@ class GridAligner:
             best, dist = None, np.inf
             if self._prev is not None:
                 best, dist = self._prev, s - self._prev[0]
-            if nxt is not None and nxt[0] - s < dist:
+            if nxt is not None and nxt[0] - s < dist - 1e-9:   # a tie (to 1 ns) keeps the earlier frame
                 best, dist = nxt, nxt[0] - s
             if best is not None and dist <= self.tol + 1e-9:
                 buf = self._buffer(self._slot // F)

@@ -45,7 +45,7 @@ class _Segment:
 
     def __init__(self, aligner: GridAligner, t0: float):
         self.aligner, self.lo, self.hi = aligner, t0, t0
-        self.last: dict[str, float] = {}
+        self.joined: set[str] = set()       # streams whose clock this segment follows
 
 
 class AVSource(Source):
@@ -157,6 +157,7 @@ class AVSource(Source):
         if as_ is not None:
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.grid.sample_rate_hz)
         self._file_t0 = None
+        self._last_t: dict[str, float] = {}   # each stream's previous frame time, source clock
         if not self.is_live:
             starts = [s.start_time * s.time_base for s in (vs, as_) if s is not None and s.start_time is not None]
             self._file_t0 = float(min(starts)) if starts else None
@@ -214,24 +215,31 @@ class AVSource(Source):
 
     # -- segments ----------------------------------------------------------------------------
     def _route(self, kind: str, t: float) -> bool:
-        """Place a frame at ``t`` (source clock) in a segment; False drops it."""
+        """Place a frame at ``t`` (source clock) in a segment; False drops it.
+
+        Each stream's clock is checked against its own previous frame: moving back by more than
+        1 s or ahead by more than ``jump_s`` starts a new segment. After one stream jumped, the
+        other's frames that still follow the old clock (muxers interleave loosely) are dropped
+        until it jumps too.
+        """
+        last = self._last_t.get(kind)
+        self._last_t[kind] = t
+        continuous = last is not None and last - 1.0 <= t <= last + self.options.jump_s
         seg = self._seg
         if seg is None:
             t0 = self._file_t0 if self._file_t0 is not None and self._n_segments == 0 else t
             self._start_segment(min(t0, t))
-        else:
-            last = seg.last.get(kind)
-            if last is None:
-                if not (seg.lo - 1.0 <= t <= seg.hi + self.options.jump_s):
-                    return False   # the other stream has not reached this segment's clock yet
-            elif not (last - 1.0 <= t <= last + self.options.jump_s):
+        elif kind in seg.joined:
+            if not continuous:
                 self._pending_gap = "pts_reset" if t < last else "pts_jump"
                 self._end_segment()
                 self._start_segment(t)
                 if self._resampler is not None:   # its buffered samples belong to the old clock
                     self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.grid.sample_rate_hz)
+        elif continuous or not (seg.lo - 1.0 <= t <= seg.hi + self.options.jump_s):
+            return False
         seg = self._seg
-        seg.last[kind] = t
+        seg.joined.add(kind)
         seg.hi = max(seg.hi, t)
         return True
 

@@ -218,3 +218,29 @@ def test_truncated_stream_file_yields_what_is_there(tmp_path):
     assert 1 <= len(cells) <= 3
     check_geometry(cells, GRID, 0.0)
     assert cells[0].frame_mask.all()
+
+
+@pytest.mark.parametrize("second_start, reason", [(0.0, "pts_reset"), (100.0, "pts_jump")])
+def test_timestamp_reset_or_jump_starts_a_new_segment_with_a_gap(tmp_path, second_start, reason):
+    # two MPEG-TS recordings back to back: the second restarts its clock (a camera reboot) or jumps
+    a = make_media(tmp_path / "a.ts", MediaSpec(duration_s=4.0, flashes=(2.3,), clicks=(2.3,)), "ts")
+    b = make_media(tmp_path / "b.ts", MediaSpec(duration_s=4.0, start_time_s=second_start, flashes=(second_start + 2.3,),
+                                                clicks=(second_start + 2.3,)), "ts")
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(open(a.path, "rb").read() + open(b.path, "rb").read())
+    with open_source(str(joined), GRID) as src:
+        items = list(src)
+    gaps = [i for i in items if not isinstance(i, Cell)]
+    assert [g.reason for g in gaps] == [reason]
+    k = items.index(gaps[0])
+    first, second = items[:k], items[k + 1:]
+    assert len(first) == len(second) == 4
+    assert {c.segment for c in first} == {0} and {c.segment for c in second} == {1}
+    assert gaps[0].t_start == first[-1].t_end and second[0].t_start == pytest.approx(gaps[0].t_end)
+    if reason == "pts_reset":      # the timeline keeps going forward instead of repeating 0..4 s
+        assert gaps[0].t_end == gaps[0].t_start == 4.0
+    else:                          # a file keeps its own times: the gap covers the jump
+        assert gaps[0].t_end == pytest.approx(second_start, abs=0.05)
+    for seg in (first, second):
+        assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.97 for c in seg)
+        assert GRID.cell_index(flash_time(seg), seg[0].t_start) == GRID.cell_index(click_time(seg), seg[0].t_start) == 2
