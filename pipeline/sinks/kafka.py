@@ -170,6 +170,11 @@ class KafkaSink:
         dead_letter = DeadLetter.beside(cfg.dead_letter_dir, "kafka", cfg.run_id) if cfg.dead_letter_dir else None
         return cls(producer, cfg, dead_letter=dead_letter)
 
+    @property
+    def pending(self) -> int:
+        """Records sent but not yet acknowledged (at most ``buffer_max_records``)."""
+        return len(self._pending)
+
     # -- Sink -----------------------------------------------------------------------------------
 
     def write(self, records: Sequence[Record]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -52,23 +53,34 @@ def test_broker_killed_mid_run_every_record_arrives(own_broker, tmp_path):
 
     archive = connect("archive", run_id="archive")
     live = connect("live", run_id="live", live=True, buffer_max_records=20)
+    bounded = connect("bounded", run_id="bounded", buffer_max_records=20)     # archive mode: waits
     records = [r for r in sample_records("cam1", 300) if r.kind in ("event", "action")]
     first, during, after = records[:200], records[200:400], records[400:]
     archive.write(first)
     live.write([r for r in first if r.kind == "event"][:10])
     live.flush()
+    bounded.write(first[:10])
+    bounded.flush()
 
     broker("kill")                                      # SIGKILL: no clean shutdown
     archive.write(during)                               # buffered: within its bound, no waiting
     assert archive.stats.dead_lettered == 0
     live.write([r for r in during if r.kind == "event"])   # 100 records, room for 20
     assert live.stats.dropped == 80
+    blocked = threading.Thread(target=bounded.write, args=(during,))
+    blocked.start()
+    blocked.join(timeout=3.0)
+    assert blocked.is_alive() and bounded.pending == 20      # waiting for the broker, not dropping
     broker("up")                                        # same data directory
     archive.write(after)
     archive.close()
     live.close()
+    blocked.join(timeout=120)
+    assert not blocked.is_alive()
+    bounded.close()
+    assert bounded.stats.dropped == 0 and sum(bounded.stats.written.values()) == 210
 
-    assert archive.stats.dead_lettered == 0 and live.stats.dead_lettered == 0
+    assert archive.stats.dead_lettered == live.stats.dead_lettered == bounded.stats.dead_lettered == 0
     assert archive.stats.written == Counter(event=300, action=300)
     msgs = consume(own_broker, ["archive.event", "archive.action"], len(records), settle_s=2.0)
     assert {m.value for m in msgs} == {to_json(r) for r in records}       # every record arrived
