@@ -9,7 +9,8 @@ positive), ``valence`` (-1..1), ``arousal`` (0..1), ``caption`` (str). A clip wi
 
 Encoders stay frozen: each clip is decoded once onto the grid (``pipeline.sources``), turned
 into per-cell features (:class:`operators.fusion.CellFeaturizer`) and cached under
-``<cache_dir>/<sha256 of the file>-<features and grid>.pt``. Only the fusion model and its
+``<cache_dir>/<sha256 of the file>-<features and grid>.pt`` (default cache_dir:
+``<data_dir>/.avgrid-cache``, or ``~/.cache/avgrid`` when the data directory is read-only). Only the fusion model and its
 heads train; the epoch with the best validation score is saved as the bundle.
 
     report = train("data/", "bundle/", epochs=30, seed=0)
@@ -22,6 +23,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -107,12 +109,23 @@ class Targets:
     arousal: torch.Tensor      # (T,) float
     caption: torch.Tensor      # (T,) long
 
+    def map(self, fn) -> "Targets":
+        """Apply ``fn(field name, tensor)`` to every field."""
+        return Targets(*(fn(f, getattr(self, f)) for f in Targets.__dataclass_fields__))
+
+    @staticmethod
+    def stack(items: list["Targets"]) -> "Targets":
+        return items[0].map(lambda f, _: torch.stack([getattr(t, f) for t in items]))
+
+
+_UNLABELLED = {"action": -1, "events": 0.0, "events_known": False, "sentiment": -1, "valence": float("nan"),
+               "arousal": float("nan"), "caption": -1}
+
 
 def cell_targets(lines: list[dict], n_cells: int, vocab: Vocab, hop_s: float = 1.0, t0: float = 0.0) -> Targets:
     """Spread a clip's label lines onto its ``n_cells`` grid cells (cell k = [t0 + k*hop, t0 + (k+1)*hop))."""
     T, E = n_cells, len(vocab.events)
-    tg = Targets(torch.full((T,), -1), torch.zeros(T, E), torch.zeros(T, dtype=torch.bool), torch.full((T,), -1),
-                 torch.full((T,), float("nan")), torch.full((T,), float("nan")), torch.full((T,), -1))
+    tg = Targets(*(torch.full((T, E) if f == "events" else (T,), v) for f, v in _UNLABELLED.items()))
     starts = t0 + torch.arange(T) * hop_s
     for ln in lines:
         if "t_start" in ln:
@@ -157,7 +170,7 @@ class LabelledClip:
         return self.frame_feats.shape[0]
 
 
-def decode_cells(path: str | Path, grid: GridConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+def decode_clip(path: str | Path, grid: GridConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
     """Decode a file onto the grid: frames (T, F, H, W, 3), frame_mask (T, F), audio (T, S),
     audio_mask (T, S) and the media time t0 (s) of cell 0. Raises SourceError naming the file."""
     from pipeline.sources import open_source
@@ -182,7 +195,7 @@ def clip_features(path: str | Path, featurizer: CellFeaturizer, grid: GridConfig
         if key.is_file():
             d = torch.load(key, weights_only=True)
             return d["v"], d["a"], d["vm"], d["am"], float(d["t0"])
-    frames, fm, audio, am, t0 = decode_cells(path, grid)
+    frames, fm, audio, am, t0 = decode_clip(path, grid)
     v, a, vm, amask = featurizer.featurize(frames, fm, audio, am)
     if key is not None:
         key.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +212,8 @@ def load_clips(data_dir: str | Path, featurizer: CellFeaturizer, grid: GridConfi
     from tqdm import tqdm
 
     data_dir = Path(data_dir)
-    cache_dir = data_dir / ".avgrid-cache" if cache_dir is None else cache_dir
+    if cache_dir is None:   # next to the data, or in the user's cache when the data is read-only
+        cache_dir = data_dir / ".avgrid-cache" if os.access(data_dir, os.W_OK) else Path.home() / ".cache" / "avgrid"
     clips, failed = [], []
     for name, lines in tqdm(read_labels(data_dir).items(), desc="features", disable=not progress, unit="clip"):
         path = data_dir / name
@@ -238,8 +252,8 @@ class Batch:
     report: torch.Tensor        # (N, W) bool: the slots evaluation scores
 
     def take(self, idx) -> "Batch":
-        tg = Targets(*(getattr(self.tg, f)[idx] for f in Targets.__dataclass_fields__))
-        return Batch(self.v[idx], self.a[idx], self.vm[idx], self.am[idx], tg, self.report[idx])
+        return Batch(self.v[idx], self.a[idx], self.vm[idx], self.am[idx], self.tg.map(lambda f, x: x[idx]),
+                     self.report[idx])
 
 
 def _pad(x: torch.Tensor, W: int, value) -> torch.Tensor:
@@ -278,14 +292,9 @@ def make_windows(clips: list[LabelledClip], vocab: Vocab, W: int, *, stride: int
             parts["a"].append(_pad(a[sl], W, 0.0))
             parts["vm"].append(_pad(c.video_mask[sl], W, False))
             parts["am"].append(_pad(am[sl], W, False))
-            parts["tg"].append(Targets(_pad(tg.action[sl], W, -1), _pad(tg.events[sl], W, 0.0),
-                                       _pad(tg.events_known[sl], W, False), _pad(tg.sentiment[sl], W, -1),
-                                       _pad(tg.valence[sl], W, float("nan")), _pad(tg.arousal[sl], W, float("nan")),
-                                       _pad(tg.caption[sl], W, -1)))
-    tgs = parts["tg"]
+            parts["tg"].append(tg.map(lambda f, x: _pad(x[sl], W, _UNLABELLED[f])))
     return Batch(torch.stack(parts["v"]), torch.stack(parts["a"]), torch.stack(parts["vm"]), torch.stack(parts["am"]),
-                 Targets(*(torch.stack([getattr(t, f) for t in tgs]) for f in Targets.__dataclass_fields__)),
-                 torch.stack(parts["report"]))
+                 Targets.stack(parts["tg"]), torch.stack(parts["report"]))
 
 
 # --------------------------------------------------------------------------- training
