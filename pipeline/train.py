@@ -414,6 +414,9 @@ def train_clips(clips: list[LabelledClip], out_bundle: str | Path | None, *, fea
         score = _score(metrics)
         history.append({"epoch": epoch, "loss": float(loss.detach()), "score": score, **metrics})
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val=f"{score:.3f}")
+        log.info("epoch %d/%d: loss %.4f, validation macro-F1 action %s event %s sentiment %s", epoch, epochs,
+                 float(loss.detach()), *(f"{metrics[h]['macro_f1']:.3f}" if h in metrics else "-"
+                                         for h in ("action", "event", "sentiment")))
         if score > best[0]:
             best = (score, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}, metrics)
     model.load_state_dict(best[2])

@@ -127,4 +127,6 @@ def test_train_and_evaluate_files_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"model {report.model_id}: 6 clips, 24 cells" in out and "failed: " in out
     assert str(evaluate(b, data)) == out.rstrip("\n")        # a loaded Bundle works too; str() is the table
+    again = train(data, tmp_path / "bundle2", epochs=2, seed=0, progress=False)
+    assert again.model_id.split("@")[1] == report.model_id.split("@")[1]   # same seed, same weights
     assert str(report).startswith(f"saved {report.model_id} to {tmp_path / 'bundle'}: ")
