@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
+from fractions import Fraction
 from urllib.parse import urlsplit
 
 import av
@@ -59,6 +60,7 @@ class AVSource(Source):
         self._timeline_end = None          # end (timeline s) of the last cell of the previous segment
         self._pending_gap = ""             # reason for the gap the next segment starts with
         self.bad_packets = 0
+        self.cells_out = 0
         self._tol = grid.hop_s / grid.frames_per_cell
         self._has = (False, False)
         self._last_packet_mono = time.monotonic()
@@ -122,7 +124,7 @@ class AVSource(Source):
             if not self.is_live or not opts.reconnect:
                 if err is not None:
                     raise err
-                if not got_any and self._n_segments == 0:
+                if not got_any or self.cells_out == 0:
                     raise SourceError(self._url, "no decodable audio or video")
                 return
             # live: reconnect with exponential backoff; a session that delivered media resets it
@@ -151,7 +153,8 @@ class AVSource(Source):
         if vs is not None:
             vs.thread_type = "AUTO"
             rate = vs.average_rate or vs.guessed_rate or vs.base_rate
-            self._tol = float(1 / rate) if rate else self.grid.hop_s / self.grid.frames_per_cell
+            # one nominal frame interval; a rate above 120 fps is taken for a time base, not a rate
+            self._tol = max(float(1 / rate), 1 / 120) if rate else self.grid.hop_s / self.grid.frames_per_cell
         self._has = (vs is not None, as_ is not None)
         self._resampler = None
         if as_ is not None:
@@ -191,18 +194,23 @@ class AVSource(Source):
             self._feed_audio(self._resampler.resample(None))
         return got_any
 
+    def _frame_time(self, kind: str, frame, duration_s: float) -> float:
+        if frame.pts is not None:
+            return float(frame.pts * frame.time_base)
+        # raw elementary streams (.h264, some ADTS) carry no timestamps: continue from the last frame
+        last = self._last_t.get(kind)
+        return (self._file_t0 or 0.0) if last is None else last + duration_s
+
     def _on_video(self, frame) -> None:
-        if frame.pts is None:
-            return
-        t = float(frame.pts * frame.time_base)
+        t = self._frame_time("video", frame, self._tol)
         if self._route("video", t):
             self._seg.aligner.push_video(t, frame)
 
     def _on_audio(self, frame) -> None:
-        if frame.pts is None:
-            return
-        t = float(frame.pts * frame.time_base)
+        t = self._frame_time("audio", frame, frame.samples / (frame.sample_rate or 1))
         if self._route("audio", t):
+            if frame.pts is None:       # the resampler places output by input pts
+                frame.pts, frame.time_base = round(t * frame.sample_rate), Fraction(1, frame.sample_rate)
             self._feed_audio(self._resampler.resample(frame))
 
     def _feed_audio(self, frames) -> None:
@@ -285,4 +293,5 @@ class AVSource(Source):
         for c in cells:
             if not self._put(c):
                 return False
+            self.cells_out += 1
         return True

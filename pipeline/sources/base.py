@@ -12,6 +12,9 @@ two guarantees FFmpeg alone does not (PyAV issues 584, 325, 1155, 1243):
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import datetime as _dt
 import logging
 import queue
 import threading
@@ -25,6 +28,71 @@ from pipeline.redact import redact
 
 log = logging.getLogger("avgrid.sources")
 _END = object()
+
+
+class _Handoff:
+    """Bounded FIFO from the reader thread to the consumer, counted in cells.
+
+    Files block the reader while ``max_cells`` cells wait (archives never drop). Live sources
+    never block: the oldest waiting cell is dropped and a ``Gap(reason="dropped")`` takes its
+    place, merged with the one before it, so the consumer still learns what it missed, in order.
+    """
+
+    def __init__(self, max_cells: int, drop_oldest: bool):
+        self.max_cells, self.drop_oldest = max(1, max_cells), drop_oldest
+        self.dropped_cells = 0
+        self._items: collections.deque = collections.deque()
+        self._cells = 0
+        self._cv = threading.Condition()
+
+    def put(self, item, stop: threading.Event) -> bool:
+        with self._cv:
+            if isinstance(item, Cell):
+                while self._cells >= self.max_cells:
+                    if stop.is_set():
+                        return False
+                    if self.drop_oldest:
+                        self._drop_oldest_cell()
+                    else:
+                        self._cv.wait(0.2)
+                self._cells += 1
+            self._items.append(item)
+            self._cv.notify_all()
+            return True
+
+    def get(self, timeout_s: float):
+        """The next item, or ``queue.Empty`` after ``timeout_s``."""
+        with self._cv:
+            if not self._items and not self._cv.wait_for(lambda: self._items, timeout_s):
+                raise queue.Empty
+            item = self._items.popleft()
+            if isinstance(item, Cell):
+                self._cells -= 1
+                self._cv.notify_all()
+            return item
+
+    def end_now(self) -> None:
+        """Drop everything waiting and make the next ``get`` return the end marker."""
+        with self._cv:
+            self._items.clear()
+            self._cells = 0
+            self._items.append(_END)
+            self._cv.notify_all()
+
+    def _drop_oldest_cell(self) -> None:
+        i = next(i for i, it in enumerate(self._items) if isinstance(it, Cell))
+        cell = self._items[i]
+        wall_end = cell.wall_start + _dt.timedelta(seconds=cell.t_end - cell.t_start) if cell.wall_start else None
+        prev = self._items[i - 1] if i > 0 else None
+        if isinstance(prev, Gap) and prev.reason == "dropped" and abs(prev.t_end - cell.t_start) < 1e-6:
+            self._items[i - 1] = dataclasses.replace(prev, t_end=cell.t_end, wall_end=wall_end)
+            del self._items[i]
+        else:
+            self._items[i] = Gap(stream_id=cell.stream_id, t_start=cell.t_start, t_end=cell.t_end, reason="dropped",
+                                 segment=cell.segment, wall_start=cell.wall_start, wall_end=wall_end,
+                                 source=cell.source)
+        self._cells -= 1
+        self.dropped_cells += 1
 
 
 @dataclass(frozen=True)
@@ -41,7 +109,8 @@ class SourceOptions:
         new segment with a gap.
     max_lag_s: how far one stream (audio or video) may run ahead of the other before cells stop
         waiting for the slower one.
-    queue_cells: cells buffered between the reader thread and the consumer.
+    queue_cells: cells waiting between the reader thread and the consumer; when full, files
+        block the reader and live sources drop the oldest cell (reported as a ``dropped`` gap).
     """
 
     open_timeout_s: float = 10.0
@@ -75,7 +144,7 @@ class Source:
         self.options = options
         self.duration_s: float | None = None
         self.media_time_s = 0.0
-        self._q: queue.Queue = queue.Queue(maxsize=max(1, options.queue_cells))
+        self._q = _Handoff(options.queue_cells, drop_oldest=is_live)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._deadline: float | None = None       # monotonic time the reader's current blocking call must end by
@@ -89,7 +158,7 @@ class Source:
         self._thread.start()
         while True:
             try:
-                item = self._q.get(timeout=0.2)
+                item = self._q.get(0.2)
             except queue.Empty:
                 if self._stop.is_set():
                     return
@@ -112,15 +181,7 @@ class Source:
         self._stop.set()
         if self._thread is None:
             self._release()
-        while True:
-            try:
-                self._q.put_nowait(_END)
-                return
-            except queue.Full:
-                try:
-                    self._q.get_nowait()
-                except queue.Empty:
-                    pass
+        self._q.end_now()
 
     def __enter__(self):
         return self
@@ -143,14 +204,13 @@ class Source:
             self._put(_END)
 
     def _put(self, item) -> bool:
-        """Hand an item to the consumer; blocks while the queue is full. False once closed."""
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+        """Hand an item to the consumer (files: blocks while the handoff is full). False once closed."""
+        return not self._stop.is_set() and self._q.put(item, self._stop)
+
+    @property
+    def dropped_cells(self) -> int:
+        """Live cells dropped because the consumer fell behind (each reported in a ``dropped`` gap)."""
+        return self._q.dropped_cells
 
     def _blocking(self, what: str, timeout_s: float | None) -> None:
         """Announce the next blocking call and its deadline to the watchdog (None: done)."""

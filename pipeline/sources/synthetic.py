@@ -3,7 +3,8 @@
 URL query (all optional): ``duration`` s (absent = endless), ``fps`` (video frame rate, 25),
 ``flashes`` / ``clicks`` (comma-separated media seconds), ``tone`` (Hz, a continuous sine at 0.1 of
 full scale), ``audio`` / ``video`` (``0`` drops one), ``realtime`` (pace at wall-clock speed; makes
-the source live, with ``wall_start`` on its cells). Example: ``synthetic:?duration=10&flashes=2&clicks=2``.
+the source live, with ``wall_start`` on its cells). ``open_source(..., live=True)`` without
+``realtime`` gives a live source that runs as fast as it can (tests of drop-oldest). Example: ``synthetic:?duration=10&flashes=2&clicks=2``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class SyntheticSource(Source):
         if fps <= 0 or (self.duration_s is not None and self.duration_s <= 0):
             raise SourceError(url, "duration and fps must be positive")
         self._tone_hz = tone
-        self._realtime = options.realtime or is_live
+        # live without realtime is a fire hose: wall clocks and drop-oldest, at decode speed
+        self._realtime = options.realtime or q.get("realtime", ["false"])[-1].lower() in ("1", "true", "yes")
 
     def _produce(self) -> None:
         spec, hop = self._spec, self.grid.hop_s

@@ -244,3 +244,25 @@ def test_timestamp_reset_or_jump_starts_a_new_segment_with_a_gap(tmp_path, secon
     for seg in (first, second):
         assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.97 for c in seg)
         assert GRID.cell_index(flash_time(seg), seg[0].t_start) == GRID.cell_index(click_time(seg), seg[0].t_start) == 2
+
+
+def test_raw_elementary_stream_without_timestamps(tmp_path):
+    import av
+
+    from tests.media import render_frame
+
+    spec = MediaSpec(duration_s=2.0, flashes=(1.3,))
+    path = tmp_path / "raw.h264"
+    with av.open(str(path), "w", format="h264") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = spec.width, spec.height, "yuv420p"
+        for i, t in enumerate(frame_times(spec)):
+            f = av.VideoFrame.from_ndarray(render_frame(spec, t), format="rgb24")
+            f.pts = i
+            out.mux(vs.encode(f))
+        out.mux(vs.encode())
+    # no PTS in the file: times continue from frame to frame at the stream's nominal rate
+    cells = read(path)
+    assert len(cells) == 2 and all(c.frame_mask.all() for c in cells)
+    assert not any(c.audio_mask.any() for c in cells)
+    assert GRID.cell_index(flash_time(cells)) == 1

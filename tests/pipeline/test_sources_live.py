@@ -202,3 +202,22 @@ def test_synthetic_pattern_realtime_and_not():
 def test_bad_synthetic_parameters_are_named():
     with pytest.raises(SourceError, match="synthetic:.*bad synthetic parameter"):
         open_source("synthetic:?fps=fast", GRID)
+
+
+@pytest.mark.timeout(30)
+def test_live_consumer_falling_behind_gets_dropped_gaps_that_tile_the_timeline():
+    with open_source("synthetic:?duration=30", GRID, live=True, options=SourceOptions(queue_cells=2)) as src:
+        items = []
+        for item in src:
+            items.append(item)
+            if len(items) == 1:
+                time.sleep(1.0)          # a slow consumer: the reader runs ahead and must drop
+        dropped = src.dropped_cells
+    gaps = [i for i in items if isinstance(i, Gap)]
+    assert gaps and all(g.reason == "dropped" for g in gaps)
+    # cells and gaps cover [0, 30) in order, with no hole and no overlap
+    assert items[0].t_start == 0.0 and items[-1].t_end == 30.0
+    for a, b in zip(items, items[1:]):
+        assert b.t_start == pytest.approx(a.t_end)
+    assert sum(round(g.t_end - g.t_start) for g in gaps) == dropped
+    assert all(g.wall_end - g.wall_start == dt.timedelta(seconds=g.t_end - g.t_start) for g in gaps)
