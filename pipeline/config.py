@@ -82,8 +82,9 @@ HELP: dict[str, str] = {
     "chunk_cells": "consecutive cells of one stream sent to the operators in one call",
     "max_batch": "most cells (across streams) in one operator call",
     "max_wait_ms": "longest a partly filled batch waits for more cells (ms)",
-    "max_inflight": "most cells per stream decoded but not yet annotated (live: older ones are dropped "
-                    "and reported as gap events; archives: decoding waits)",
+    "max_inflight": "cells per stream buffered between decoding and the operators, once in the source actor "
+                    "and once in the driver (live: beyond that the oldest are dropped and reported as gap "
+                    "events; archives: decoding waits)",
     "operator_actors": "operator (encoder/detector) actors in the pool",
     "concurrency": "avgrid annotate: input files decoded at the same time",
     "num_cpus": "CPUs for the local Ray instance",

@@ -17,6 +17,7 @@ Archives and live streams run through the same loop; they differ only in policy:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import threading
 import time
@@ -30,7 +31,7 @@ from pipeline.redact import redact
 from pipeline.runtime.builder import CellSpan, Draft, RecordBuilder
 from pipeline.runtime.state import InputResult, InputSpec, RunSummary, StreamRun
 
-GAP_MODEL = "avgrid-runtime/1 (gap: missing, dropped or reconnected media)"
+GAP_MODEL = "avgrid-runtime/1 gap"   # the record's model says why: "avgrid-runtime/1 gap: reconnect"
 MAX_SOURCE_RESTARTS = 20
 
 
@@ -264,12 +265,14 @@ class _Loop:
             r.builder = RecordBuilder(p.info["stream_id"])
             self.e._notify("stream_started", r)
         for item in p.items:
+            if isinstance(item, Cell) and r.restart_from is not None:
+                r.queue.append(self._restart_gap(r, item))
+            item = self._shift(r, item)
             if isinstance(item, Cell):
-                if r.restart_from is not None:
-                    r.queue.append(self._restart_gap(r, item))
                 if r.oldest_cell_at is None:
                     r.oldest_cell_at = now
                 r.arrivals[item.index] = now
+                r.last_seen = item
             r.queue.append(item)
         r.result.dropped_cells = r.dropped_base + p.dropped_cells
         r.result.reconnects = r.reconnects_base + p.reconnects
@@ -292,15 +295,36 @@ class _Loop:
         elif r.result.restarts > MAX_SOURCE_RESTARTS:
             self._fail(r, f"source process died {r.result.restarts} times")
         elif r.restart_from is None:
-            last = r.last_cell or next((c for c in reversed(r.queue) if isinstance(c, Cell)), None)
-            r.restart_from = (last.t_end if last else 0.0, time.time(), last.wall_start if last else None)
+            r.restart_from = (r.last_seen, time.time())
 
     def _restart_gap(self, r: StreamRun, cell: Cell) -> Gap:
-        t_from, wall_from, wall_start = r.restart_from
+        """The gap a restarted source leaves, and the shift that puts its cells after it.
+
+        A restarted source starts its own clock again (cell 0, media time of its first packet), so
+        its cells move to where the stream's timeline would be now: the last cell seen before the
+        restart plus the wall time that passed, in a new segment. Ids stay unique and in order.
+        """
+        last, wall_from = r.restart_from
         r.restart_from = None
-        t_to = cell.t_start if cell.t_start > t_from else t_from + max(0.0, time.time() - wall_from)
+        hop = cell.t_end - cell.t_start
+        t_from = last.t_end if last is not None else 0.0
+        t_to = t_from + max(0.0, time.time() - wall_from)
+        r.t_shift = t_to - cell.t_start
+        r.idx_shift = (last.index + 1 if last is not None else 0) + int(round((t_to - t_from) / hop)) - cell.index
+        r.seg_shift = (last.segment + 1 if last is not None else 0) - cell.segment
         return Gap(stream_id=cell.stream_id, t_start=t_from, t_end=t_to, reason="source process restarted",
-                   segment=cell.segment, wall_start=wall_start, wall_end=cell.wall_start, source=cell.source)
+                   segment=cell.segment + r.seg_shift, wall_start=last.wall_start if last is not None else None,
+                   wall_end=cell.wall_start, source=cell.source)
+
+    @staticmethod
+    def _shift(r: StreamRun, item):
+        if not (r.t_shift or r.idx_shift or r.seg_shift):
+            return item
+        if isinstance(item, Cell):
+            return dataclasses.replace(item, index=item.index + r.idx_shift, t_start=item.t_start + r.t_shift,
+                                       t_end=item.t_end + r.t_shift, segment=item.segment + r.seg_shift)
+        return dataclasses.replace(item, t_start=item.t_start + r.t_shift, t_end=item.t_end + r.t_shift,
+                                   segment=item.segment + r.seg_shift)
 
     # operators ------------------------------------------------------------------------
     def _leading_cells(self, r: StreamRun) -> int:
@@ -403,7 +427,8 @@ class _Loop:
         if r.builder is not None:
             while r.queue and isinstance(r.queue[0], Gap) and not r.op_cells:
                 g = r.queue.popleft()
-                self._emit(r, r.builder.gap(g.t_start, g.t_end, g.reason, model=GAP_MODEL, wall_start=g.wall_start))
+                self._emit(r, r.builder.gap(g.t_start, g.t_end, g.reason, model=f"{GAP_MODEL}: {g.reason}",
+                                                 wall_start=g.wall_start))
                 r.op_state = None  # detectors compare with the previous cell; not across missing media
         if self.live and r.held and not r.delivering:
             self._deliver(r, None)

@@ -119,7 +119,9 @@ class StreamRun:
         self.started = time.monotonic()
         self.oldest_cell_at: float | None = None   # when the oldest queued cell arrived (max wait)
         self.last_cell: Cell | None = None
-        self.restart_from: tuple[float, float] | None = None  # (t_end, wall time) before a source restart
+        self.last_seen: Cell | None = None          # the last cell pulled (after any restart shift)
+        self.restart_from: tuple | None = None       # (last_seen, wall time) when the source actor died
+        self.t_shift, self.idx_shift, self.seg_shift = 0.0, 0, 0   # move a restarted source's cells
         self.info: dict | None = None
         self.fps_window: deque = deque(maxlen=64)  # (monotonic time, frames) for the status line
         self.latencies: deque = deque(maxlen=512)  # cell arrival -> record built, seconds

@@ -1,0 +1,174 @@
+"""Live mode through the real runtime: RTSP + UDP servers at once with an RTSP server restart,
+drop-oldest under overload reported as gaps, a dead source actor restarted, SIGTERM draining."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pyarrow.dataset as ds
+import pytest
+
+from pipeline.config import load_config
+from pipeline.runtime import Engine, Observer
+from tests.media import MediaSpec, make_media
+from tests.servers import have_ffmpeg_cli, have_gst_rtsp, rtsp_server, udp_ts_sender
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 namespace="avgrid")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def read(out, kind):
+    path = os.path.join(out, kind)
+    if not os.path.isdir(path):
+        return []
+    return ds.dataset(path, format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+def by_stream(rows, stream):
+    return [r for r in rows if r["stream_id"] == stream]
+
+
+class _RestartServer(Observer):
+    """SIGKILLs the RTSP server once its stream has delivered a few cells, and starts it again 1 s later."""
+
+    def __init__(self, srv, stream, after_cells):
+        self.srv, self.stream, self.after = srv, stream, after_cells
+        self.thread = threading.Thread(target=self._restart, daemon=True)
+
+    def cells_annotated(self, run, cells, seconds):
+        if run.result.stream_id == self.stream and run.result.cells >= self.after and not self.thread.is_alive() \
+                and self.thread.ident is None:
+            self.thread.start()
+
+    def _restart(self):
+        self.srv.kill()
+        time.sleep(1.0)
+        self.srv.start()
+
+
+@pytest.mark.skipif(not (have_gst_rtsp() and have_ffmpeg_cli()), reason="needs GStreamer RTSP server and ffmpeg CLI")
+def test_rtsp_and_udp_at_once_with_an_rtsp_restart(tmp_path, ray_local):
+    ts = make_media(tmp_path / "cam.ts", MediaSpec(duration_s=6.0, flashes=(2.3,), clicks=(2.3,)), "ts").path
+    out = tmp_path / "out"
+    cfg = load_config(overrides={"out": str(out), "duration": 16.0})
+    with rtsp_server() as srv, udp_ts_sender(ts) as snd:
+        restarter = _RestartServer(srv, "door", after_cells=3)
+        summary = Engine(cfg, observers=[restarter]).run([f"door={srv.url}", f"yard={snd.url}"])
+        restarter.thread.join()
+    assert summary.exit_code == 0, summary.table()
+    res = {r.stream_id: r for r in summary.inputs}
+    assert set(res) == {"door", "yard"}
+    assert restarter.thread.ident is not None and res["door"].reconnects >= 1
+    captions, events = read(out, "caption"), read(out, "event")
+    for stream in ("door", "yard"):
+        caps = by_stream(captions, stream)
+        covered = sum(c["t_end"] - c["t_start"] for c in caps)
+        assert covered >= 6.0, (stream, covered)           # both kept streaming around the restart
+        assert all(c["wall_start"] is not None for c in caps)   # live records carry capture time
+    gaps = [e for e in by_stream(events, "door") if e["label"] == "gap"]
+    assert gaps, "the RTSP restart must show as a gap event"
+    door_caps = by_stream(captions, "door")
+    assert any(c["t_start"] >= gaps[0]["t_end"] - 1e-6 for c in door_caps)   # and the stream resumed after it
+    assert not [e for e in by_stream(events, "yard") if e["label"] == "gap" and "reconnect" in e["model"]]
+
+
+class SlowDetector:
+    """Stands in for operators 3x slower than real time (1.5 s per 0.5 s cell): forces live overload."""
+
+    models = ["slow-test-operator"]
+
+    def __call__(self, cells, state):
+        from pipeline.runtime.builder import Observation
+
+        time.sleep(1.5 * len(cells))
+        return [[Observation("caption", "cell", 1.0, "slow-test-operator", method="test")] for _ in cells], state
+
+
+def slow_factory():
+    return SlowDetector()
+
+
+def test_live_overload_drops_oldest_cells_and_reports_them_as_gaps(tmp_path, ray_local):
+    out = tmp_path / "out"
+    cfg = load_config(overrides={"out": str(out), "hop_s": 0.5, "max_inflight": 2, "chunk_cells": 1,
+                                 "max_batch": 1, "duration": 8.0})
+    summary = Engine(cfg, analyzer=slow_factory).run(["cam=synthetic:?realtime=true&fps=10"])
+    (res,) = summary.inputs
+    assert summary.exit_code == 0 and res.dropped_cells > 0
+    gaps = [e for e in read(out, "event") if e["label"] == "gap"]
+    assert gaps and all(g["t_end"] > g["t_start"] for g in gaps)
+    dropped_s = sum(g["t_end"] - g["t_start"] for g in gaps)
+    # every dropped cell is accounted for by a gap, and nothing annotated overlaps a gap
+    assert dropped_s == pytest.approx(res.dropped_cells * 0.5, abs=1e-6)
+    for c in read(out, "caption"):
+        assert all(c["t_end"] <= g["t_start"] + 1e-6 or c["t_start"] >= g["t_end"] - 1e-6 for g in gaps)
+
+
+class _KillSourceOnce(Observer):
+    def __init__(self):
+        self.killed = False
+
+    def cells_annotated(self, run, cells, seconds):
+        import ray
+
+        if not self.killed and run.result.cells >= 2:
+            self.killed = True
+            ray.kill(run.actor, no_restart=False)
+
+
+def test_dead_live_source_actor_is_restarted_and_the_stream_resumes_after_a_gap(tmp_path, ray_local):
+    out = tmp_path / "out"
+    cfg = load_config(overrides={"out": str(out), "duration": 9.0})
+    killer = _KillSourceOnce()
+    summary = Engine(cfg, observers=[killer]).run(["cam=synthetic:?realtime=true&fps=10&flashes=1"])
+    assert killer.killed and summary.exit_code == 0, summary.table()
+    assert summary.inputs[0].restarts == 1
+    gaps = [e for e in read(out, "event") if e["label"] == "gap"]
+    assert len(gaps) == 1 and gaps[0]["t_end"] >= gaps[0]["t_start"]
+    caps = read(out, "caption")
+    assert any(c["t_start"] < gaps[0]["t_start"] for c in caps)
+    assert any(c["t_start"] >= gaps[0]["t_end"] for c in caps)
+
+
+def test_sigterm_drains_flushes_and_exits_0_within_10_s(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": REPO}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "cam=synthetic:?realtime=true&fps=10",
+                             "--out", str(out), "--num-cpus", "2", "--status-interval-s", "1"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        seen = ""
+        while time.monotonic() < deadline:          # wait for the first status line with records
+            line = proc.stderr.readline()
+            seen += line
+            if "cam:" in line and "records 0" not in line:
+                break
+        else:
+            pytest.fail(f"no status line with records: {seen}")
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert elapsed < 10.0, elapsed
+    assert "fps" in seen and "lag" in seen and "dropped" in seen and "reconnects" in seen
+    assert read(out, "caption") and "cam" in stdout
