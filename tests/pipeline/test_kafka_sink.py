@@ -27,10 +27,11 @@ def unique_prefix() -> str:
 
 
 def consume(bootstrap: str, topics: list[str], n: int, *, timeout_s: float = 60.0,
-            isolation: str = "read_uncommitted", settle_s: float = 0.0) -> list:
+            isolation: str = "read_uncommitted", settle_s: float = 0.0, **consumer_kw) -> list:
     """Read ``topics`` from the beginning until ``n`` messages arrived (then ``settle_s`` more)."""
     consumer = KafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, isolation_level=isolation, consumer_timeout_ms=500)
+                             enable_auto_commit=False, isolation_level=isolation, consumer_timeout_ms=500,
+                             **consumer_kw)
     out, deadline, settle_until = [], time.monotonic() + timeout_s, None
     try:
         while time.monotonic() < deadline:

@@ -1,0 +1,135 @@
+"""SASL pass-through against a real broker that requires it (PLAIN and SCRAM-SHA-512).
+
+Starts its own single-node KRaft broker from deploy/kafka/lib with a SASL_PLAINTEXT listener on
+port 19292 (the shared broker has no authentication). Every log line at DEBUG is checked for the
+passwords.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import SinkError
+from pipeline.records import from_json
+from pipeline.sinks import KafkaConfig, KafkaSink
+from tests.pipeline.test_kafka_sink import consume
+from tests.pipeline.test_records import sample_records
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
+LIB = REPO / "deploy" / "kafka" / "lib"
+PORT, CONTROLLER_PORT, INTERNAL_PORT = 19292, 19293, 19294
+PLAIN_PASSWORD = "plain-" + uuid.uuid4().hex
+SCRAM_PASSWORD = "scram-" + uuid.uuid4().hex
+BOOTSTRAP = f"127.0.0.1:{PORT}"
+
+
+def _properties(state: Path) -> str:
+    return f"""
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{CONTROLLER_PORT}
+listeners=SASL_PLAINTEXT://127.0.0.1:{PORT},CONTROLLER://127.0.0.1:{CONTROLLER_PORT},INTERNAL://127.0.0.1:{INTERNAL_PORT}
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{PORT},INTERNAL://127.0.0.1:{INTERNAL_PORT}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=INTERNAL
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_plainuser="{PLAIN_PASSWORD}";
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+log.dirs={state}/data
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+"""
+
+
+def _java(*args: str, **kw) -> list[str]:
+    return ["java", "-Xms128m", "-Xmx384m", "-cp", f"{LIB}/*", *args]
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(tmp_path_factory):
+    if not (LIB / ".complete").exists():
+        pytest.skip("Kafka jars not fetched (make kafka-up)")
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", PORT)) == 0:
+            pytest.skip(f"port {PORT} is in use")
+    state = tmp_path_factory.mktemp("kafka-sasl")
+    props = state / "server.properties"
+    props.write_text(_properties(state))
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    subprocess.run(_java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                         "--add-scram", f"SCRAM-SHA-512=[name=scramuser,password={SCRAM_PASSWORD}]"),
+                   check=True, capture_output=True, timeout=120)
+    log = open(state / "broker.log", "wb")
+    proc = subprocess.Popen(_java("kafka.Kafka", str(props)), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (state / "broker.log").read_text()[-3000:]
+            try:
+                socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "SASL broker did not open its port in 120 s"
+                time.sleep(0.5)
+        yield BOOTSTRAP
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def sasl_config(mechanism: str, username: str, password: str, **kw) -> KafkaConfig:
+    return KafkaConfig(BOOTSTRAP, prefix=f"sasl{uuid.uuid4().hex[:8]}", security_protocol="SASL_PLAINTEXT",
+                       sasl_mechanism=mechanism, sasl_username=username, sasl_password=password,
+                       **{"connect_timeout_s": 60.0, **kw})
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mechanism,username,password", [("PLAIN", "plainuser", PLAIN_PASSWORD),
+                                                         ("SCRAM-SHA-512", "scramuser", SCRAM_PASSWORD)],
+                         ids=["PLAIN", "SCRAM-SHA-512"])
+def test_sasl_credentials_pass_through_and_stay_out_of_logs(sasl_broker, tmp_path, caplog, mechanism,
+                                                            username, password):
+    caplog.set_level(logging.DEBUG)
+    cfg = sasl_config(mechanism, username, password, dead_letter_dir=str(tmp_path))
+    records = [r for r in sample_records("cam1", 3) if r.kind == "sentiment"]
+    sink = KafkaSink.connect(cfg)
+    sink.write(records)
+    sink.close()
+    assert sink.stats.written["sentiment"] == 3 and sink.stats.dead_lettered == 0
+
+    msgs = consume(BOOTSTRAP, [cfg.topic("sentiment")], 3, security_protocol="SASL_PLAINTEXT",
+                   sasl_mechanism=mechanism, sasl_plain_username=username, sasl_plain_password=password)
+    got = [from_json("sentiment", m.value) for m in msgs]
+    assert got == records
+
+    wrong = "wrong-" + uuid.uuid4().hex
+    with pytest.raises(SinkError, match=f"kafka {BOOTSTRAP}: cannot connect") as err:
+        KafkaSink.connect(sasl_config(mechanism, username, wrong, connect_timeout_s=3.0))
+    assert wrong not in str(err.value) and f"sasl_mechanism={mechanism}, user={username}" in str(err.value)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"Authenticated as {username}" in logged          # the good credentials really were used
+    for secret in (password, wrong):
+        assert secret not in logged and secret not in caplog.text
