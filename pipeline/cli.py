@@ -118,6 +118,7 @@ def _annotate(args, cfg: Config) -> int:
 
 def _run(args, cfg: Config) -> int:
     from pipeline.runtime import Engine
+    from pipeline.runtime.cluster import ray_session
     from pipeline.runtime.progress import StatusLines
 
     stop = threading.Event()
@@ -126,17 +127,20 @@ def _run(args, cfg: Config) -> int:
         print(f"avgrid: {signal.Signals(signum).name}: draining and flushing", file=sys.stderr, flush=True)
         stop.set()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     observers = [StatusLines(cfg.status_interval_s, cfg.hop_s)]
     if cfg.metrics_port:
         from pipeline.metrics import serve
 
         observers.append(serve(cfg.metrics_port))
-    try:
-        summary = Engine(cfg, observers=observers).run(args.sources, duration=cfg.duration, stop=stop)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    # Ray installs its own SIGTERM handler when it starts (it would kill the driver): start Ray
+    # first, then take the signals over for the duration of the run
+    with ray_session(cfg.ray_address, cfg.num_cpus):
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            summary = Engine(cfg, observers=observers).run(args.sources, duration=cfg.duration, stop=stop)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
     print(summary.table(), flush=True)
     return summary.exit_code
 

@@ -44,6 +44,7 @@ class Config:
     hop_s: float = 1.0
     fps: float = 4.0
     frame_size: int = 224
+    max_segment_s: float = 10.0
     chunk_cells: int = 4
     max_batch: int = 16
     max_wait_ms: float = 50.0
@@ -79,6 +80,8 @@ HELP: dict[str, str] = {
     "hop_s": "grid cell length in media seconds",
     "fps": "frames sampled per media second",
     "frame_size": "frames are scaled to SIZE x SIZE pixels",
+    "max_segment_s": "longest record: a label lasting longer is cut into records of this length (media s), so "
+                     "live streams emit records while a condition lasts",
     "chunk_cells": "consecutive cells of one stream sent to the operators in one call",
     "max_batch": "most cells (across streams) in one operator call",
     "max_wait_ms": "longest a partly filled batch waits for more cells (ms)",
@@ -130,7 +133,7 @@ def validate(cfg: Config, origin: str = "config") -> Config:
         raise ConfigError(f"{origin}: profile must be one of {', '.join(PROFILES)}, got {cfg.profile!r}")
     if cfg.profile == "bundle" and not cfg.bundle:
         raise ConfigError(f"{origin}: profile 'bundle' needs --bundle PATH")
-    positive = ("hop_s", "fps", "frame_size", "chunk_cells", "max_batch", "max_inflight", "concurrency",
+    positive = ("hop_s", "max_segment_s", "fps", "frame_size", "chunk_cells", "max_batch", "max_inflight", "concurrency",
                 "torch_threads", "status_interval_s")
     for name in positive:
         if getattr(cfg, name) <= 0:

@@ -75,10 +75,16 @@ class _Open:
 
 
 class RecordBuilder:
-    """Merges consecutive cells with the same (kind, label, model) into one segment. One per stream."""
+    """Merges consecutive cells with the same (kind, label, model) into one segment. One per stream.
 
-    def __init__(self, stream_id: str):
+    ``max_cells``: a segment that reaches this many cells is closed and the next cell starts a new
+    one, so a condition that lasts (silence, a static camera) still yields records while a live
+    stream goes on. Cut points depend only on the cell sequence, keeping ids deterministic.
+    """
+
+    def __init__(self, stream_id: str, max_cells: int | None = None):
         self.stream_id = stream_id
+        self.max_cells = max_cells
         self._open: dict[tuple[str, str, str], _Open] = {}
         self._last: CellSpan | None = None
 
@@ -104,7 +110,9 @@ class RecordBuilder:
                 cur.top_k.setdefault(lab, []).append(float(s))
             for name, v in obs.values:
                 cur.values.setdefault(name, []).append(float(v))
-        for key in [k for k in self._open if k not in seen]:
+        full = self.max_cells is not None
+        for key in [k for k, o in self._open.items()
+                    if k not in seen or (full and len(o.scores) >= self.max_cells)]:
             out.append(self._close(self._open.pop(key)))
         self._last = cell
         return out

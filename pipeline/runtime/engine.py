@@ -262,7 +262,8 @@ class _Loop:
             r.info = p.info
             r.result.stream_id = p.info["stream_id"]
             r.result.duration_s = p.info.get("duration_s")
-            r.builder = RecordBuilder(p.info["stream_id"])
+            r.builder = RecordBuilder(p.info["stream_id"],
+                                      max(1, int(round(self.cfg.max_segment_s / self.grid.hop_s))))
             self.e._notify("stream_started", r)
         for item in p.items:
             if isinstance(item, Cell) and r.restart_from is not None:

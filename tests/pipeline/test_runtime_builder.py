@@ -69,3 +69,8 @@ def test_sentiment_values_are_averaged():
                                    ("valence", pos - neg), ("arousal", 0.2)))
     (d,) = feed(RecordBuilder("s"), [[sent(0.1, 0.7)], [sent(0.3, 0.5)]])
     assert d.kind == "sentiment" and abs(d.fields["positive"] - 0.6) < 1e-9 and abs(d.fields["valence"] - 0.4) < 1e-9
+
+
+def test_long_segments_are_cut_at_max_cells():
+    drafts = feed(RecordBuilder("s", max_cells=3), [[FLASH]] * 7)
+    assert spans(drafts, "flash") == [(0.0, 3.0), (3.0, 6.0), (6.0, 7.0)]
