@@ -97,11 +97,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--models", default="", help="comma-separated operator names (default: all encoders)")
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    # on a shared 2-core box, 2 threads under load ran 4x slower than 1 (barrier spinning); raise it
+    # on a dedicated machine
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = [m for m in args.models.split(",") if m] or [*FRAME_ARCHS, *VIDEO_ARCHS, *AUDIO]
-    figures, ratios, notes = {}, {}, {"weights": "random (allow_random=True): throughput only", "iters": args.iters}
+    figures, ratios = {}, {}
+    notes = {"weights": "random (allow_random=True): throughput only", "iters": args.iters, "threads": args.threads}
     for device in args.devices.split(","):
         cuda = device.startswith("cuda")
         for name in names:

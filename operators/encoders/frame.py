@@ -53,8 +53,7 @@ class FrameEncoder(nn.Module):
         setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
         self.arch = arch
         self.preprocess = member.transforms()
-        self.device, self.dtype = placement(cfg)
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.device, self.dtype, self.memory_format = placement(cfg)
         self.model = model.to(self.device, self.dtype, memory_format=self.memory_format).eval()
 
     @torch.inference_mode()

@@ -48,7 +48,8 @@ class VideoClassifier(nn.Module):
         if self.num_frames < min_t:
             raise ValueError(f"{arch}: num_frames must be >= {min_t}, got {self.num_frames}")
         self.preprocess = member.transforms()
-        self.device, self.dtype = placement(cfg)
+        # 3-D convolutions: channels_last_3d is a different format, so the model stays contiguous
+        self.device, self.dtype, _ = placement(cfg)
         self.model = model.to(self.device, self.dtype).eval()
 
     @torch.inference_mode()

@@ -112,3 +112,14 @@ def test_audioset_labels_ship_with_the_package(tmp_path):
     (tmp_path / "mine.csv").write_text("index,mid,display_name\n1,/m/b,Bark\n0,/m/a,Alarm\n")
     enc = build("panns_cnn6", weights=None, allow_random=True, num_classes=2, labels_file=str(tmp_path / "mine.csv"))
     assert enc.labels == ["Alarm", "Bark"] and enc(tone(440.0))["clipwise"].shape == (1, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(tmp_path):
+    fake_checkpoint("panns_cnn10", tmp_path / "cnn10.pth")
+    x = tone(1000.0, n=3)
+    cpu = build("panns_cnn10", weights=str(tmp_path / "cnn10.pth"))(x)
+    gpu = build("panns_cnn10", weights=str(tmp_path / "cnn10.pth"), device="cuda")(x)
+    for key in ("embedding", "clipwise"):
+        assert gpu[key].device.type == "cuda"
+        torch.testing.assert_close(gpu[key].cpu(), cpu[key], rtol=1e-3, atol=1e-3)

@@ -27,6 +27,7 @@ def test_random_weights_only_on_request_and_named(arch):
     out = enc(frames(n=1))          # any input size: the weights' preprocessing resizes and crops
     assert out.shape == (1, EMBED_DIM[arch]) == (1, enc.embed_dim) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
+    assert torch.equal(enc(frames(n=1)), out), "eval mode must be deterministic"
 
 
 def _reference(arch, state):
@@ -95,11 +96,12 @@ def test_bad_frames_are_refused():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_reduced_precision_matches_cpu(tmp_path):
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "convnext_tiny", "vit_b_16"])
+def test_cuda_reduced_precision_matches_cpu(arch, tmp_path):
     torch.manual_seed(3)
-    torch.save(get_model("resnet18", weights=None).state_dict(), tmp_path / "r.pth")
-    cpu = build("resnet18", weights=str(tmp_path / "r.pth"))
-    gpu = build("resnet18", weights=str(tmp_path / "r.pth"), device="cuda")
+    torch.save(get_model(arch, weights=None).state_dict(), tmp_path / "w.pth")
+    cpu = build(arch, weights=str(tmp_path / "w.pth"))
+    gpu = build(arch, weights=str(tmp_path / "w.pth"), device="cuda")
     x = frames(n=4, h=224, w=224)
     a, b = cpu(x), gpu(x)
     assert b.device.type == "cuda" and b.dtype == torch.float32

@@ -28,6 +28,7 @@ def test_probabilities_over_kinetics_labels(arch):
     assert probs.shape == (1, 400) and probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(1), torch.ones(1))
     assert (probs >= 0).all()
+    assert torch.equal(clf(clip(t=6)), probs), "eval mode must be deterministic"
 
 
 def test_local_file_gives_the_original_models_output_deterministically(tmp_path):
@@ -54,3 +55,14 @@ def test_mismatched_file_and_bad_clip_are_refused(tmp_path):
     clf = build("r2plus1d_18", weights=None, allow_random=True)
     with pytest.raises(ValueError, match=r"uint8 \(B, T, H, W, 3\)"):
         clf(torch.zeros(1, 8, 64, 64, 3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(tmp_path):
+    torch.manual_seed(5)
+    torch.save(get_model("r2plus1d_18", weights=None).state_dict(), tmp_path / "w.pth")
+    x = clip(b=2, t=16, h=128, w=171)
+    cpu = build("r2plus1d_18", weights=str(tmp_path / "w.pth"))(x)
+    gpu = build("r2plus1d_18", weights=str(tmp_path / "w.pth"), device="cuda", cuda_dtype="float32")(x)
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.float32
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-2, atol=1e-3)
