@@ -121,7 +121,8 @@ class GridAligner:
 
     Media times passed in are seconds on the source's own clock (``pts * time_base``); the cells
     carry ``t + time_offset_s`` (0 for files; live sources shift later segments so that their
-    timeline keeps going forward across reconnects and PTS resets).
+    timeline keeps going forward across reconnects and PTS resets). ``offset`` and ``wall_t0``
+    may be set until the first cell is emitted.
 
     Video: frame slot ``n`` of the segment sits at ``t0 + (n + 0.5) * hop / F``. It takes the frame
     with the nearest PTS (ties go to the earlier frame) if that frame is at most
@@ -211,8 +212,8 @@ class GridAligner:
         self._audio_done = True
 
     # -- output ------------------------------------------------------------------------------
-    def pop_ready(self) -> list[Cell]:
-        """Cells that are complete, in index order."""
+    def ready_count(self) -> int:
+        """How many cells :meth:`pop_ready` would return now."""
         hop, sr = self.grid.hop_s, self.grid.sample_rate_hz
         v_wm = np.inf if self._video_done else self.t0 + self._slot * self._dt
         a_wm = np.inf if self._audio_done else self.t0 + max(self._apos, 0) / sr
@@ -222,12 +223,16 @@ class GridAligner:
             v_wm = np.inf
         if a_wm < lead - self.max_lag:
             a_wm = np.inf
-        out = []
-        while min(v_wm, a_wm) >= self.t0 + (self._next_emit + 1) * hop - 1e-9:
-            if not np.isfinite(min(v_wm, a_wm)) and self._next_emit >= self._n_cells():
+        n = self._next_emit
+        while min(v_wm, a_wm) >= self.t0 + (n + 1) * hop - 1e-9:
+            if not np.isfinite(min(v_wm, a_wm)) and n >= self._n_cells():
                 break
-            out.append(self._emit())
-        return out
+            n += 1
+        return n - self._next_emit
+
+    def pop_ready(self) -> list[Cell]:
+        """Cells that are complete, in index order."""
+        return [self._emit() for _ in range(self.ready_count())]
 
     def flush(self) -> list[Cell]:
         """End the segment: resolve what is left and return every remaining cell up to the media end."""
@@ -283,7 +288,7 @@ class GridAligner:
                         best[2] = self.convert(best[1])
                     j = self._slot % F
                     buf.frames[j] = best[2]
-                    buf.frame_times[j] = best[0] + self.offset
+                    buf.frame_times[j] = best[0]              # segment clock; the offset is added on emit
                     buf.frame_mask[j] = True
             self._slot += 1
 
@@ -296,6 +301,7 @@ class GridAligner:
         if self.wall_t0 is not None:
             wall = self.wall_t0 + _dt.timedelta(seconds=t_start - self.t0)
         return Cell(stream_id=self.stream_id, index=k, t_start=t_start + self.offset,
-                    t_end=t_start + self.grid.hop_s + self.offset, frames=buf.frames, frame_times=buf.frame_times,
+                    t_end=t_start + self.grid.hop_s + self.offset, frames=buf.frames,
+                    frame_times=buf.frame_times + self.offset,
                     frame_mask=buf.frame_mask, audio=buf.audio, audio_mask=buf.audio_mask, segment=self.segment,
                     wall_start=wall, source=self.source, is_live=self.is_live)

@@ -3,7 +3,7 @@
 Every helper is a context manager that yields an object with a ``url``; leaving the block stops
 everything it started. Ports come from 18500-18599 (:func:`free_port`).
 
-    from tests.servers import rtsp_server, silent_tcp_server, udp_ts_sender, hls_server
+    from tests.servers import rtsp_server, silent_tcp_server, udp_ts_sender, udp_ts_replay, hls_server
 
     with rtsp_server(media="clip.mp4") as srv:   # GStreamer RTSP server (system python3 + gi);
         srv.url                                  #   media=None serves a live test pattern
@@ -12,6 +12,8 @@ everything it started. Ports come from 18500-18599 (:func:`free_port`).
         srv.url                                  #   rtsp://127.0.0.1:PORT/silent
     with udp_ts_sender("clip.ts") as snd:        # ffmpeg CLI sends MPEG-TS in real time, looping
         snd.url                                  #   udp://127.0.0.1:PORT ; snd.stop(); snd.start()
+    with udp_ts_replay("joined.ts", 6.0) as snd: # a TS file's bytes as they are (timestamp resets
+        snd.url; snd.done.wait()                 #   kept), paced over 6 s of wall time
     with hls_server("clip.mp4") as srv:          # ffmpeg writes a live HLS playlist, http.server serves it
         srv.url                                  #   http://127.0.0.1:PORT/live.m3u8
 
@@ -223,6 +225,51 @@ class UdpTsSender:
 @contextmanager
 def udp_ts_sender(media: str, port: int | None = None):
     snd = UdpTsSender(str(media), port)
+    snd.start()
+    try:
+        yield snd
+    finally:
+        snd.stop()
+        _release_port(snd.port)
+
+
+class UdpTsReplay:
+    """Sends an MPEG-TS file's bytes as they are (no remuxing, so its timestamps reach the receiver
+    unchanged, resets and jumps included) over UDP, paced to last ``duration_s`` of wall time."""
+
+    def __init__(self, media: str, duration_s: float, port: int | None = None):
+        self.data = Path(media).read_bytes()
+        self.duration_s = duration_s
+        self.port = port or free_port()
+        self.url = f"udp://127.0.0.1:{self.port}"
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._send, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _send(self) -> None:
+        chunk = 7 * 188                                   # 1316 bytes: the usual TS-over-UDP datagram
+        rate = len(self.data) / self.duration_s
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            t0 = time.monotonic()
+            for off in range(0, len(self.data), chunk):
+                if self._stop.is_set():
+                    break
+                ahead = off / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+                s.sendto(self.data[off:off + chunk], ("127.0.0.1", self.port))
+        self.done.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@contextmanager
+def udp_ts_replay(media: str, duration_s: float, port: int | None = None):
+    snd = UdpTsReplay(str(media), duration_s, port)
     snd.start()
     try:
         yield snd

@@ -64,6 +64,8 @@ class AVSource(Source):
         self._tol = grid.hop_s / grid.frames_per_cell
         self._has = (False, False)
         self._last_packet_mono = time.monotonic()
+        self._clock = float("inf")      # live: min(arrival monotonic - pts) in the current segment
+        self._live_gap = ""             # live: reason of the gap to emit before the next segment's first cell
         self._container = self._open()     # fail early: a bad input raises here, in the caller's thread
         if not is_live and self._container.duration:
             self.duration_s = self._container.duration / 1e6
@@ -177,6 +179,8 @@ class AVSource(Source):
                 self._blocking("", None)
             if packet.size:
                 self._last_packet_mono = time.monotonic()   # arrival, not decode: decoders hold frames back
+                if self.is_live and packet.pts is not None:
+                    self._observe_arrival(float(packet.pts * packet.time_base))
             try:
                 frames = packet.decode()
             except av.InvalidDataError:
@@ -188,7 +192,7 @@ class AVSource(Source):
                     self._on_video(frame)
                 else:
                     self._on_audio(frame)
-            if self._seg is not None and not self._emit(self._seg.aligner.pop_ready()):
+            if self._seg is not None and not self._emit(self._ready(self._seg.aligner.pop_ready)):
                 break
         if self._resampler is not None and self._seg is not None:
             self._feed_audio(self._resampler.resample(None))
@@ -252,42 +256,75 @@ class AVSource(Source):
         return True
 
     def _start_segment(self, t0: float) -> None:
-        now_mono, now_wall = time.monotonic(), _dt.datetime.now(_dt.timezone.utc)
-        offset, gap = 0.0, None
-        if self._timeline_end is not None:
-            end, prev_offset, prev_mono = self._timeline_end, self._prev_offset, self._prev_last_mono
-            if self.is_live:
-                # the live timeline keeps pace with the wall clock across the outage
-                missed = max(0.0, now_mono - prev_mono)
-                offset = max(end, self._prev_data_end + missed) - t0
-            else:
-                offset = max(prev_offset, end - t0)       # files keep their own times unless they go backwards
-            gap = Gap(stream_id=self.stream_id, t_start=end, t_end=t0 + offset, reason=self._pending_gap or "pts_jump",
-                      segment=self._n_segments, source=self.source,
-                      wall_start=(now_wall - _dt.timedelta(seconds=now_mono - prev_mono)) if self.is_live else None,
-                      wall_end=now_wall if self.is_live else None)
+        offset = 0.0
+        if self._timeline_end is not None and not self.is_live:
+            # files keep their own times unless they go backwards; the gap covers any jump
+            offset = max(self._prev_offset, self._timeline_end - t0)
+            self._put_gap(Gap(stream_id=self.stream_id, t_start=self._timeline_end, t_end=t0 + offset,
+                              reason=self._pending_gap or "pts_jump", segment=self._n_segments, source=self.source))
+        elif self._timeline_end is not None:
+            # live: placed on the timeline (and the gap emitted) once the new clock is measured, in _ready
+            self._live_gap = self._pending_gap or "pts_jump"
         has_v, has_a = self._has
         aligner = GridAligner(self.grid, stream_id=self.stream_id, t0_s=t0, has_video=has_v, has_audio=has_a,
                               frame_tolerance_s=self._tol if has_v else 1.0, convert=self._convert,
-                              segment=self._n_segments, time_offset_s=offset,
-                              wall_t0=now_wall if self.is_live else None, source=self.source, is_live=self.is_live,
-                              max_lag_s=self.options.max_lag_s)
+                              segment=self._n_segments, time_offset_s=offset, source=self.source,
+                              is_live=self.is_live, max_lag_s=self.options.max_lag_s)
         self._seg = _Segment(aligner, t0)
         self._n_segments += 1
         self._pending_gap = ""
-        if gap is not None:
-            log.info("%s: %s, gap of %.2f s", self.source, gap.reason, gap.t_end - gap.t_start)
-            self._put(gap)
 
     def _end_segment(self) -> None:
-        seg, self._seg = self._seg, None
+        seg = self._seg
         if seg is None:
             return
         al = seg.aligner
-        self._emit(al.flush())
-        self._timeline_end = al.emitted_end_s
-        self._prev_offset, self._prev_last_mono = al.offset, self._last_packet_mono
-        self._prev_data_end = seg.hi + al.offset
+        self._emit(self._ready(al.flush))
+        self._seg = None
+        if al.emitted_end_s > al.t0 + al.offset:     # a segment that produced nothing changes nothing
+            self._timeline_end, self._prev_offset = al.emitted_end_s, al.offset
+            self._prev_data_end = seg.hi + al.offset
+            # capture time of the segment's last media: its arrival clock, or at worst its arrival
+            self._prev_capture_end = min(self._last_packet_mono, self._clock + seg.hi)
+        self._clock = float("inf")
+
+    def _observe_arrival(self, t: float) -> None:
+        """Track the live clock: capture happens no later than arrival, so the smallest
+        ``arrival - pts`` seen maps media time to (monotonic) capture time best; packets that the
+        open() probe buffered arrive "late" and lose to fresh ones."""
+        seg = self._seg
+        if seg is None or seg.lo - 1.0 <= t <= seg.hi + 1.0:   # packets of an old clock say nothing
+            self._clock = min(self._clock, time.monotonic() - t)
+
+    def _ready(self, pop) -> list:
+        """``pop()``'s cells. Just before a live segment's first cell leaves, its wall clock and
+        timeline position are fixed from the arrival clock (so later cells step by exactly ``hop``),
+        and the gap since the previous segment is emitted."""
+        seg = self._seg
+        al = seg.aligner if seg is not None else None
+        if (al is None or not self.is_live or al.emitted_end_s > al.t0 + al.offset
+                or (pop == al.pop_ready and al.ready_count() == 0)):
+            return pop()
+        mono = time.monotonic()
+        cap0 = self._clock + al.t0 if np.isfinite(self._clock) else mono - max(0.0, seg.hi - al.t0)
+        al.wall_t0 = self._wall(cap0, mono)
+        if self._live_gap:
+            missed = max(0.0, cap0 - self._prev_capture_end)     # wall time nobody delivered media for
+            al.offset = max(self._timeline_end, self._prev_data_end + missed) - al.t0
+            wall_start = self._wall(self._prev_capture_end, mono)
+            self._put_gap(Gap(stream_id=self.stream_id, t_start=self._timeline_end, t_end=al.t0 + al.offset,
+                              reason=self._live_gap, segment=al.segment, source=self.source,
+                              wall_start=wall_start, wall_end=max(al.wall_t0, wall_start)))
+            self._live_gap = ""
+        return pop()
+
+    @staticmethod
+    def _wall(mono_t: float, mono_now: float) -> _dt.datetime:
+        return _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=mono_now - mono_t)
+
+    def _put_gap(self, gap: Gap) -> None:
+        log.info("%s: %s, gap of %.2f s", self.source, gap.reason, gap.t_end - gap.t_start)
+        self._put(gap)
 
     def _emit(self, cells) -> bool:
         for c in cells:

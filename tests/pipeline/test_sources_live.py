@@ -74,7 +74,7 @@ def test_rtsp_clip_reconnects_after_server_restart_without_leaking_the_password(
     # the gap starts where the old segment's cells end and covers at least the second of downtime
     assert gap.t_start == pytest.approx(before[-1].t_end)
     assert gap.t_end - gap.t_start >= 1.0 and gap.wall_end - gap.wall_start >= dt.timedelta(seconds=1.0)
-    assert after[0].t_start == pytest.approx(gap.t_end) and after[0].wall_start >= gap.wall_end
+    assert after[0].t_start == pytest.approx(gap.t_end) and after[0].wall_start >= gap.wall_start
     assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.95 for c in before[:-1] + after[:-1])
     # the clip plays from its start after the restart: flash and click together in cell 2 of each segment
     for seg in (before, after):
@@ -221,3 +221,33 @@ def test_live_consumer_falling_behind_gets_dropped_gaps_that_tile_the_timeline()
         assert b.t_start == pytest.approx(a.t_end)
     assert sum(round(g.t_end - g.t_start) for g in gaps) == dropped
     assert all(g.wall_end - g.wall_start == dt.timedelta(seconds=g.t_end - g.t_start) for g in gaps)
+
+
+@pytest.mark.timeout(60)
+def test_live_camera_restarting_its_clock_starts_a_segment_on_a_continuing_timeline(tmp_path):
+    from tests.servers import udp_ts_replay
+
+    # a camera that reboots: its MPEG-TS timestamps go back to 0 mid-stream, the connection stays
+    a = make_media(tmp_path / "a.ts", MediaSpec(duration_s=3.0, flashes=(1.3,), clicks=(1.3,)), "ts")
+    b = make_media(tmp_path / "b.ts", MediaSpec(duration_s=3.0, flashes=(1.3,), clicks=(1.3,)), "ts")
+    joined = tmp_path / "reboot.ts"
+    joined.write_bytes(open(a.path, "rb").read() + open(b.path, "rb").read())
+    with udp_ts_replay(joined, 6.0) as snd:
+        with open_source(snd.url, GRID, options=SourceOptions(read_timeout_s=1.5, reconnect=False)) as src:
+            items = list(src) if False else []
+            with pytest.raises(SourceError, match="no data for 1.5 s"):
+                for item in src:                 # the stream ends in a read timeout once the camera is done
+                    items.append(item)
+    gaps = [i for i in items if isinstance(i, Gap)]
+    assert [g.reason for g in gaps] == ["pts_reset"]
+    k = items.index(gaps[0])
+    before, after = items[:k], items[k + 1:]
+    assert {c.segment for c in before} == {0} and {c.segment for c in after} == {1}
+    check_contiguous(before)
+    check_contiguous(after)
+    # the timeline keeps going forward: the new segment starts where the wall clock says, not at 0
+    assert after[0].t_start >= before[-1].t_end and after[0].t_start == pytest.approx(gaps[0].t_end)
+    assert after[0].wall_start >= before[-1].wall_start
+    for seg in (before, after):
+        flash, click = event_cells(seg)
+        assert flash == click == {1}
