@@ -19,7 +19,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, Sequence, Union
 
 import pyarrow as pa
@@ -233,10 +233,7 @@ def to_arrow(records: Sequence[Record]) -> pa.Table:
 
 def from_arrow(table: pa.Table) -> list[Record]:
     """Rows of a table with the record columns (extra columns, e.g. hive partitions, are ignored)."""
-    out = []
-    for row in table.to_pylist():
-        out.append(_from_mapping(row))
-    return out
+    return [_from_mapping(row) for row in table.to_pylist()]
 
 
 # ---- JSON -------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Delivery (DESIGN.md "Records (CONTRACT)"): the idempotent producer is on explicitly, ``acks=all``;
 every send's future is checked. While the broker is down kafka-python's own retries run until
 ``delivery_timeout_s``; the sink keeps at most ``buffer_max_records`` unacknowledged records:
-archive mode (``live=False``) then waits, live mode drops the newest records and counts them.
+archive mode (``live=False``) then waits, live mode drops the newest records and counts them
+(and its ``flush`` waits at most ``live_flush_s``, so a live run is never held up by the broker).
 A record that still fails (archive mode: after ``resend_attempts`` more sends of retriable
 failures) goes to the dead-letter file, never to nowhere. ``exactly_once=True`` uses a
 transactional producer: each ``flush``/``commit_input`` commits a transaction.
@@ -11,8 +12,8 @@ transactional producer: each ``flush``/``commit_input`` commits a transaction.
     sink = KafkaSink.connect(KafkaConfig("127.0.0.1:9092", dead_letter_dir="avgrid-out"))
     sink.write(records); sink.commit_input("cam1"); sink.close()
 
-Secrets (SASL and SSL key passwords) never reach logs: kafka-python's admin client logs its whole
-configuration at DEBUG, so a filter masks them on every ``kafka.*`` logger.
+Secrets (SASL and SSL key passwords) never reach logs: kafka-python logs the admin client's whole
+configuration and the SASL PLAIN auth bytes at DEBUG, so a filter masks them on every ``kafka.*`` logger.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from pipeline.errors import SinkError
 from pipeline.records import SCHEMA_VERSION, Record, to_json
@@ -57,6 +58,7 @@ class KafkaConfig:
     replication: int = 1
     buffer_max_records: int = 100_000       # unacknowledged records held in memory at most
     live: bool = False                      # True: drop (and count) instead of waiting when full
+    live_flush_s: float = 1.0               # live mode: the longest a flush() waits for acknowledgements
     dead_letter_dir: str | None = None      # usually the Parquet --out directory
     run_id: str = field(default_factory=lambda: f"pid{os.getpid()}")   # names the dead-letter file
     delivery_timeout_s: float = 120.0       # kafka-python's retries for one send
@@ -215,11 +217,22 @@ class KafkaSink:
     def flush(self) -> None:
         """Wait until every queued record is acknowledged or dead-lettered (counted).
 
+        Live mode waits at most ``live_flush_s``: a live run keeps going while the broker is away
+        (what stays unacknowledged is bounded by ``buffer_max_records``; ``close`` waits for it).
         Exactly-once mode: commits the open transaction (or aborts it and dead-letters its records
         when any of them failed). Raises SinkError when failed records have no dead-letter file.
         """
-        self._producer.flush()
-        self._reap(block=True)
+        self._flush(wait=not self.cfg.live)
+
+    def _flush(self, wait: bool) -> None:
+        if wait:
+            self._producer.flush()
+        else:
+            try:
+                self._producer.flush(timeout=self.cfg.live_flush_s)
+            except KafkaTimeoutError:
+                pass    # still queued; settled by a later flush or by close
+        self._reap(block=wait)
         if self.cfg.exactly_once:
             self._end_transaction()
 
@@ -245,7 +258,7 @@ class KafkaSink:
         if self._closed:
             return
         try:
-            self.flush()
+            self._flush(wait=True)
         finally:
             self._closed = True
             self._producer.close(timeout=self.cfg.request_timeout_s)

@@ -58,7 +58,8 @@ def test_broker_killed_mid_run_every_record_arrives(own_broker, tmp_path):
     first, during, after = records[:200], records[200:400], records[400:]
     archive.write(first)
     live.write([r for r in first if r.kind == "event"][:10])
-    live.flush()
+    while live.pending:                                 # a live flush waits at most live_flush_s
+        live.flush()
     bounded.write(first[:10])
     bounded.flush()
 
@@ -67,6 +68,8 @@ def test_broker_killed_mid_run_every_record_arrives(own_broker, tmp_path):
     assert archive.stats.dead_lettered == 0
     live.write([r for r in during if r.kind == "event"])   # 100 records, room for 20
     assert live.stats.dropped == 80
+    live.flush()                                        # a live run goes on: flush does not wait for the broker
+    assert live.pending == 20 and live.stats.dead_lettered == 0
     blocked = threading.Thread(target=bounded.write, args=(during,))
     blocked.start()
     blocked.join(timeout=3.0)

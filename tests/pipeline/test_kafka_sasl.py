@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import socket
 import subprocess
 import time
@@ -58,7 +57,7 @@ group.initial.rebalance.delay.ms=0
 """
 
 
-def _java(*args: str, **kw) -> list[str]:
+def _java(*args: str) -> list[str]:
     return ["java", "-Xms128m", "-Xmx384m", "-cp", f"{LIB}/*", *args]
 
 
