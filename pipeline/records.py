@@ -57,6 +57,7 @@ class _Common:
     produced_at: _dt.datetime            # UTC
 
     KIND: ClassVar[str] = ""
+    _SCORES: ClassVar[tuple[str, ...]] = ()       # float fields that must be finite (JSON has no NaN)
 
     def __post_init__(self):
         if self.kind != self.KIND:
@@ -66,6 +67,10 @@ class _Common:
                              f"t_end={self.t_end} (need finite, t_end >= t_start)")
         if not self.model:
             raise ValueError(f"{type(self).__name__} {self.stream_id}: every record must name its model/method")
+        bad = [name for name in self._SCORES if not math.isfinite(getattr(self, name))]
+        if bad:
+            raise ValueError(f"{type(self).__name__} {self.stream_id} [{self.t_start}, {self.t_end}): "
+                             f"{', '.join(bad)} must be finite numbers")
         for name in ("wall_start", "produced_at"):
             value = getattr(self, name)
             if value is not None and value.utcoffset() is None:
@@ -101,6 +106,13 @@ class ActionRecord(_Common):
 
     KIND: ClassVar[str] = "action"
     _ID_FIELD: ClassVar[str] = "label"
+    _SCORES: ClassVar[tuple[str, ...]] = ("score",)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not all(math.isfinite(t.score) for t in self.top_k):
+            raise ValueError(f"ActionRecord {self.stream_id} [{self.t_start}, {self.t_end}): top_k scores must be "
+                             "finite numbers")
 
     @classmethod
     def _coerce(cls, fields):
@@ -120,6 +132,7 @@ class EventRecord(_Common):
 
     KIND: ClassVar[str] = "event"
     _ID_FIELD: ClassVar[str] = "label"
+    _SCORES: ClassVar[tuple[str, ...]] = ("score",)
 
     def __post_init__(self):
         super().__post_init__()
@@ -146,6 +159,7 @@ class SentimentRecord(_Common):
 
     KIND: ClassVar[str] = "sentiment"
     _ID_FIELD: ClassVar[str] = "label"
+    _SCORES: ClassVar[tuple[str, ...]] = ("negative", "neutral", "positive", "valence", "arousal")
 
     def __post_init__(self):
         super().__post_init__()

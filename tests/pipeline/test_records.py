@@ -124,6 +124,11 @@ def test_bad_records_fail_with_a_clear_reason():
         EventRecord.make(**kw, label="x", modality="smell", score=1.0)
     with pytest.raises(ValueError, match="label must be one of"):
         SentimentRecord.make(**kw, label="happy", negative=0, neutral=0, positive=1, valence=0, arousal=0)
+    with pytest.raises(ValueError, match=r"cam1 \[2.0, 3.0\): valence must be finite"):
+        SentimentRecord.make(**kw, label="neutral", negative=0, neutral=1, positive=0,
+                             valence=float("nan"), arousal=0)
+    with pytest.raises(ValueError, match="top_k scores must be finite"):
+        ActionRecord.make(**kw, label="x", score=0.5, top_k=[("x", float("inf"))])
     with pytest.raises(ValueError, match="must name its model"):
         CaptionRecord.make(**{**kw, "model": ""}, text="t", method="template")
     with pytest.raises(ValueError, match="wall_start must be timezone-aware"):

@@ -95,6 +95,25 @@ def test_reprocessing_a_committed_input_replaces_it(tmp_path):
         ParquetSink.open(tmp_path, run_id="a/b")
 
 
+def test_open_finishes_a_clean_up_cut_short_after_the_commit_marker(tmp_path):
+    # run 1 died with clip0 half written; run 2 committed clip0 and died before deleting run 1's
+    # files: the same files on disk as if run 1's were put back after run 2's commit
+    first = ParquetSink.open(tmp_path, run_id="r1", roll_rows=5)
+    first.write(sample_records("clip0", 8, run_id="r1"))
+    first.flush()                                       # no commit: "killed"
+    stale = {p: p.read_bytes() for p in data_files(tmp_path)}
+    second = ParquetSink.open(tmp_path, run_id="r2", roll_rows=5)
+    second.write(sample_records("clip0", 8, run_id="r2"))
+    second.commit_input("clip0")
+    second.close()
+    for p, data in stale.items():
+        p.write_bytes(data)
+    assert duck_count(tmp_path, "event") == 16
+    ParquetSink.open(tmp_path, run_id="r3").close()
+    assert duck_count(tmp_path, "event") == 8
+    assert {r.run_id for r in read_dataset(tmp_path, "event")} == {"r2"}
+
+
 def test_records_after_commit_are_refused(tmp_path):
     sink = ParquetSink.open(tmp_path, run_id="r1")
     sink.write(sample_records("clip0", 1))
