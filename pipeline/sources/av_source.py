@@ -1,4 +1,23 @@
-"""Files and network streams through PyAV (FFmpeg): one demux pass, video + audio onto the grid."""
+"""Files and network streams through PyAV (FFmpeg): one demux pass, video + audio onto the grid.
+
+What a user can rely on:
+
+* The first video and first audio stream are read together in one demux pass, video with frame
+  threading. Only frames a grid slot picks are scaled and converted (FFmpeg swscale, straight to
+  RGB24 at the grid size; the aspect ratio is not kept). Audio goes through FFmpeg's resampler to
+  16 kHz mono float32 and is placed by its PTS.
+* Files: cell 0 starts at the earliest start time of the two streams (a clip starting at 5.0 s
+  has cell 0 = [5.0, 6.0)). A slot takes the frame with the nearest PTS if it is at most one
+  nominal frame interval (1 / average frame rate) away, else its mask is False.
+* Timestamps that go back by more than 1 s or forward by more than ``jump_s`` in one stream start
+  a new segment, announced by a ``Gap`` (``pts_reset`` / ``pts_jump``). Files keep their own times
+  (a backwards reset continues after the previous cell instead of repeating times).
+* Live: deadlines on open and every read (FFmpeg socket options, PyAV's interrupt callback, the
+  watchdog in :mod:`pipeline.sources.base`), reconnects with backoff (``Gap`` reason
+  ``reconnect``), and one timeline that keeps pace with the wall clock across outages and resets.
+  ``wall_start`` is the estimated capture time: the smallest (arrival - PTS) seen in the
+  segment, so it errs late by network and sender latency, never early for a real camera.
+"""
 
 from __future__ import annotations
 

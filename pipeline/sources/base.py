@@ -196,8 +196,9 @@ class Source:
         except SourceError as e:
             self._put(e)
         except Exception as e:  # noqa: BLE001  (anything else is still this input's failure, named)
-            log.debug("reader failed", exc_info=True)
-            self._put(SourceError(self._url, f"{type(e).__name__}: {e}"))
+            err = SourceError(self._url, f"{type(e).__name__}: {e}")   # redacts the message
+            log.debug("%s: reader failed: %s", self.source, err.reason)  # no traceback: it may hold the URL
+            self._put(err)
         finally:
             self._deadline = None
             self._release()

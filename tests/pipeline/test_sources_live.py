@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import logging
 import threading
 import time
@@ -14,7 +15,15 @@ from pipeline.errors import SourceError
 from pipeline.grid import Cell, Gap, GridConfig
 from pipeline.sources import SourceOptions, open_source
 from tests.media import MediaSpec, make_media
-from tests.servers import have_ffmpeg_cli, have_gst_rtsp, hls_server, rtsp_server, silent_tcp_server, udp_ts_sender
+from tests.servers import (
+    have_ffmpeg_cli,
+    have_gst_rtsp,
+    hls_server,
+    rtsp_server,
+    silent_tcp_server,
+    udp_ts_replay,
+    udp_ts_sender,
+)
 
 GRID = GridConfig(frame_height=48, frame_width=64)
 FAST = SourceOptions(open_timeout_s=5, read_timeout_s=2, backoff_initial_s=0.2, backoff_max_s=1.0)
@@ -225,8 +234,6 @@ def test_live_consumer_falling_behind_gets_dropped_gaps_that_tile_the_timeline()
 
 @pytest.mark.timeout(60)
 def test_live_camera_restarting_its_clock_starts_a_segment_on_a_continuing_timeline(tmp_path):
-    from tests.servers import udp_ts_replay
-
     # a camera that reboots: its MPEG-TS timestamps go back to 0 mid-stream, the connection stays
     a = make_media(tmp_path / "a.ts", MediaSpec(duration_s=3.0, flashes=(1.3,), clicks=(1.3,)), "ts")
     b = make_media(tmp_path / "b.ts", MediaSpec(duration_s=3.0, flashes=(1.3,), clicks=(1.3,)), "ts")
@@ -234,7 +241,7 @@ def test_live_camera_restarting_its_clock_starts_a_segment_on_a_continuing_timel
     joined.write_bytes(open(a.path, "rb").read() + open(b.path, "rb").read())
     with udp_ts_replay(joined, 6.0) as snd:
         with open_source(snd.url, GRID, options=SourceOptions(read_timeout_s=1.5, reconnect=False)) as src:
-            items = list(src) if False else []
+            items = []
             with pytest.raises(SourceError, match="no data for 1.5 s"):
                 for item in src:                 # the stream ends in a read timeout once the camera is done
                     items.append(item)
@@ -251,3 +258,18 @@ def test_live_camera_restarting_its_clock_starts_a_segment_on_a_continuing_timel
     for seg in (before, after):
         flash, click = event_cells(seg)
         assert flash == click == {1}
+
+
+@pytest.mark.skipif(not glob.glob("/dev/video*"), reason="no V4L2 device on this machine")
+@pytest.mark.timeout(30)
+def test_v4l2_camera_gives_live_cells():
+    dev = sorted(glob.glob("/dev/video*"))[0]
+    with open_source(dev, GRID, options=SourceOptions(open_timeout_s=5, read_timeout_s=5, reconnect=False)) as src:
+        assert src.is_live
+        cells = []
+        for item in src:
+            cells.append(item)
+            if len(cells) == 2:
+                break
+    check_contiguous(cells)
+    assert all(c.frame_mask.any() for c in cells)
