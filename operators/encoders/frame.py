@@ -54,12 +54,16 @@ class FrameEncoder(nn.Module):
         self.arch = arch
         self.preprocess = member.transforms()
         self.device, self.dtype, self.memory_format = placement(cfg)
-        self.model = model.to(self.device, self.dtype, memory_format=self.memory_format).eval()
+        self.model = model.to(self.device, self.dtype).eval()
+        if self.memory_format is not None:
+            self.model = self.model.to(memory_format=self.memory_format)
 
     @torch.inference_mode()
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = _as_nchw_uint8(frames).to(self.device, non_blocking=True)
-        x = self.preprocess(x).to(self.dtype).contiguous(memory_format=self.memory_format)
+        x = self.preprocess(x).to(self.dtype)
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
         return self.model(x).float()
 
 
