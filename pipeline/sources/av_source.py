@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from pipeline.errors import SourceError
 from pipeline.grid import Gap, GridAligner, GridConfig
@@ -82,6 +83,7 @@ class AVSource(Source):
         self.cells_out = 0
         self._tol = grid.hop_s / grid.frames_per_cell
         self._has = (False, False)
+        self._reformatter = VideoReformatter()
         self._last_packet_mono = time.monotonic()
         self._clock = float("inf")      # live: min(arrival monotonic - pts) in the current segment
         self._live_gap = ""             # live: reason of the gap to emit before the next segment's first cell
@@ -241,8 +243,11 @@ class AVSource(Source):
             self._seg.aligner.push_audio(float(o.pts * o.time_base), o.to_ndarray()[0])
 
     def _convert(self, frame) -> np.ndarray:
-        # FFmpeg's swscale does the scaling and colour conversion, only for frames a slot picked
-        return frame.to_ndarray(format="rgb24", width=self.grid.frame_width, height=self.grid.frame_height)
+        # FFmpeg's swscale scales and converts, only the frames a slot picked. One reformatter for
+        # the whole stream keeps its scaler context: frame.to_ndarray(width=...) builds a new one
+        # per frame, ~9x slower (5.8 vs 0.6 ms per 720p frame here). AREA: made for downscaling.
+        return self._reformatter.reformat(frame, width=self.grid.frame_width, height=self.grid.frame_height,
+                                          format="rgb24", interpolation="AREA").to_ndarray()
 
     # -- segments ----------------------------------------------------------------------------
     def _route(self, kind: str, t: float) -> bool:
