@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import time
 
 import torch
@@ -36,19 +37,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved(fns: dict, iters: int, device: torch.device) -> dict[str, float]:
-    """Seconds per call of each fn, timed in alternation so both see the same machine load."""
+def interleaved(fns: dict, iters: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds of each call of each fn, in alternation (order flipped every round) so that both see
+    the same machine load; a shared box's load spikes then hit both sides of a round alike."""
     for fn in fns.values():                      # warm-up: allocator, cudnn autotune, lazy init
         fn()
     _sync(device)
-    total = dict.fromkeys(fns, 0.0)
-    for _ in range(iters):
-        for name, fn in fns.items():
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(iters):
+        for name in (list(fns) if i % 2 == 0 else list(fns)[::-1]):
             t = time.perf_counter()
-            fn()
+            fns[name]()
             _sync(device)
-            total[name] += time.perf_counter() - t
-    return {k: v / iters for k, v in total.items()}
+            times[name].append(time.perf_counter() - t)
+    return times
 
 
 def frame_pair(arch: str, device: str, batch: int):
@@ -95,7 +97,7 @@ def audio_pair(name: str, device: str, batch: int):
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="", help="comma-separated operator names (default: all encoders)")
-    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=5, help="timed rounds per encoder (medians are reported)")
     ap.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
     # on a shared 2-core box, 2 threads under load ran 4x slower than 1 (barrier spinning); raise it
     # on a dedicated machine
@@ -115,13 +117,16 @@ def main(argv=None) -> dict:
             else:
                 pair, unit, batch = audio_pair, "cells", 64 if cuda else 8
             wrapped, direct, n, dev = pair(name, device, batch)
-            secs = interleaved({"avgrid": wrapped, "direct": direct}, args.iters, dev)
+            times = interleaved({"avgrid": wrapped, "direct": direct}, args.iters, dev)
             tag = f"{name}_cuda" if cuda else name
-            figures[f"{tag}_avgrid_{unit}_per_s"] = n / secs["avgrid"]
-            figures[f"{tag}_direct_{unit}_per_s"] = n / secs["direct"]
-            ratios[f"{tag}_vs_direct"] = secs["direct"] / secs["avgrid"]
-            print(f"{tag}: avgrid {n / secs['avgrid']:.1f} {unit}/s, direct {n / secs['direct']:.1f} {unit}/s, "
-                  f"ratio {secs['direct'] / secs['avgrid']:.2f}", flush=True)
+            ours, theirs = statistics.median(times["avgrid"]), statistics.median(times["direct"])
+            # the median of per-round ratios: each round's two calls ran under the same load
+            ratio = statistics.median(d / a for a, d in zip(times["avgrid"], times["direct"]))
+            figures[f"{tag}_avgrid_{unit}_per_s"] = n / ours
+            figures[f"{tag}_direct_{unit}_per_s"] = n / theirs
+            ratios[f"{tag}_vs_direct"] = ratio
+            print(f"{tag}: avgrid {n / ours:.1f} {unit}/s, direct {n / theirs:.1f} {unit}/s, ratio {ratio:.2f}",
+                  flush=True)
     return report("encoders", figures=figures, ratios=ratios, targets={k: TARGET for k in ratios}, notes=notes)
 
 
