@@ -16,6 +16,8 @@ everything it started. Ports come from 18500-18599 (:func:`free_port`).
         snd.url; snd.done.wait()                 #   kept), paced over 6 s of wall time
     with hls_server("clip.mp4") as srv:          # ffmpeg writes a live HLS playlist, http.server serves it
         srv.url                                  #   http://127.0.0.1:PORT/live.m3u8
+    with static_http_server(directory) as base:  # plain files over HTTP (VOD HLS, progressive mp4)
+        base + "/index.m3u8"
 
 RTSP needs ``/usr/bin/python3`` with ``gi`` and GstRtspServer (Debian: python3-gi,
 gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-*); :func:`have_gst_rtsp` says whether they are
@@ -315,6 +317,20 @@ class HlsServer:
         _stop(self.proc)
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@contextmanager
+def static_http_server(directory: str, port: int | None = None):
+    """Serves ``directory`` over HTTP on 127.0.0.1; yields the base URL (no trailing slash)."""
+    port = port or free_port()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(_QuietHandler, directory=str(directory)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        _release_port(port)
 
 
 @contextmanager

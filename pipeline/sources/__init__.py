@@ -34,7 +34,8 @@ def open_source(url: str, grid: GridConfig, *, name: str | None = None, live: bo
     """Open ``url`` (a path, URL, device or ``synthetic:...``) and return its :class:`Source`.
 
     ``name`` is the stream id (default: :func:`stream_id_for`); ``live`` overrides
-    :func:`is_live_url`. Files and live inputs are opened here (live ones within
+    :func:`is_live_url` (left to it, an HLS playlist with a total duration, i.e. VOD, is read
+    once like a file). ``options.realtime`` replays a file at wall-clock speed. Files and live inputs are opened here (live ones within
     ``options.open_timeout_s``), so an unreadable input raises :class:`SourceError` right away.
     """
     options = options or SourceOptions()
@@ -44,4 +45,4 @@ def open_source(url: str, grid: GridConfig, *, name: str | None = None, live: bo
         from pipeline.sources.synthetic import SyntheticSource
         return SyntheticSource(url, grid, stream_id=stream_id, is_live=is_live or options.realtime, options=options)
     from pipeline.sources.av_source import AVSource
-    return AVSource(url, grid, stream_id=stream_id, is_live=is_live, options=options)
+    return AVSource(url, grid, stream_id=stream_id, is_live=is_live, options=options, auto_live=live is None)

@@ -72,7 +72,8 @@ class _Segment:
 class AVSource(Source):
     """A file, URL or device read with PyAV. See :func:`pipeline.sources.open_source`."""
 
-    def __init__(self, url: str, grid: GridConfig, *, stream_id: str, is_live: bool, options: SourceOptions):
+    def __init__(self, url: str, grid: GridConfig, *, stream_id: str, is_live: bool, options: SourceOptions,
+                 auto_live: bool = False):
         super().__init__(url, grid, stream_id=stream_id, is_live=is_live, options=options)
         self._container = None
         self._seg: _Segment | None = None
@@ -87,8 +88,11 @@ class AVSource(Source):
         self._last_packet_mono = time.monotonic()
         self._clock = float("inf")      # live: min(arrival monotonic - pts) in the current segment
         self._live_gap = ""             # live: reason of the gap to emit before the next segment's first cell
+        self._pace0: tuple[float, float] | None = None   # realtime files: (monotonic, media s) of the first cell
         self._container = self._open()     # fail early: a bad input raises here, in the caller's thread
-        if not is_live and self._container.duration:
+        if auto_live and self._container.format.name == "hls" and self._container.duration:
+            self.is_live = False           # a VOD playlist (it has a total duration): read it once, like a file
+        if not self.is_live and self._container.duration:
             self.duration_s = self._container.duration / 1e6
 
     # -- open --------------------------------------------------------------------------------
@@ -342,6 +346,13 @@ class AVSource(Source):
             self._live_gap = ""
         return pop()
 
+    def _pace(self, cell) -> bool:
+        """Realtime replay of a file: hold each cell until its end is due on the wall clock."""
+        if self._pace0 is None:
+            self._pace0 = (time.monotonic(), cell.t_start)
+        due = self._pace0[0] + (cell.t_end - self._pace0[1])
+        return self._sleep(max(0.0, due - time.monotonic()))
+
     @staticmethod
     def _wall(mono_t: float, mono_now: float) -> _dt.datetime:
         return _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=mono_now - mono_t)
@@ -352,6 +363,8 @@ class AVSource(Source):
 
     def _emit(self, cells) -> bool:
         for c in cells:
+            if self.options.realtime and not self.is_live and not self._pace(c):
+                return False
             if not self._put(c):
                 return False
             self.cells_out += 1

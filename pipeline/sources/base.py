@@ -104,7 +104,7 @@ class SourceOptions:
     reconnect: live inputs reopen after an error or end of stream, waiting ``backoff_initial_s``,
         doubling up to ``backoff_max_s``; ``max_reconnects`` consecutive failures (None = forever)
         end the source with a SourceError.
-    realtime: ``synthetic:`` sources pace cells at wall-clock speed.
+    realtime: files and ``synthetic:`` sources hand out cells at wall-clock speed (demos).
     jump_s: a timestamp moving forward by more than this (or backward by more than 1 s) starts a
         new segment with a gap.
     max_lag_s: how far one stream (audio or video) may run ahead of the other before cells stop

@@ -273,3 +273,34 @@ def test_v4l2_camera_gives_live_cells():
                 break
     check_contiguous(cells)
     assert all(c.frame_mask.any() for c in cells)
+
+
+@needs_ffmpeg
+@pytest.mark.timeout(60)
+def test_vod_hls_playlist_is_read_once_like_a_file(tmp_path):
+    import subprocess
+
+    from tests.servers import static_http_server
+
+    clip = make_media(tmp_path / "vod.mp4", MediaSpec(duration_s=5.0, flashes=(2.3,), clicks=(2.3,)), "mp4").path
+    (tmp_path / "hls").mkdir()
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", clip, "-c", "copy", "-f", "hls", "-hls_time", "2",
+                    "-hls_list_size", "0", "-hls_playlist_type", "vod", str(tmp_path / "hls" / "index.m3u8")], check=True)
+    with static_http_server(tmp_path / "hls") as base:
+        with open_source(base + "/index.m3u8", GRID, options=FAST) as src:
+            assert not src.is_live and src.duration_s == pytest.approx(5.0, abs=0.1)
+            cells = list(src)
+    assert all(isinstance(c, Cell) and c.wall_start is None for c in cells)
+    assert [c.index for c in cells] == [0, 1, 2, 3, 4]
+    assert event_cells(cells) == ({2}, {2})
+
+
+@pytest.mark.timeout(30)
+def test_realtime_replay_of_a_file(tmp_path):
+    clip = make_media(tmp_path / "rt.mp4", MediaSpec(duration_s=2.0), "mp4").path
+    started = time.monotonic()
+    with open_source(clip, GRID, options=SourceOptions(realtime=True)) as src:
+        ends = [(c.t_end, time.monotonic() - started) for c in src]
+    assert [e for e, _ in ends] == [1.0, 2.0]
+    # each cell leaves once its end is due (the first one sets the origin when it is ready)
+    assert ends[1][1] - ends[0][1] >= 0.9
