@@ -30,7 +30,7 @@ from pipeline.sinks.kafka import producer_config
 KAFKA_RECORDS = int(os.environ.get("AVGRID_BENCH_KAFKA_RECORDS", 40_000))
 PARQUET_RECORDS = int(os.environ.get("AVGRID_BENCH_PARQUET_RECORDS", 400_000))
 BATCH = 1000            # records per write() call, as the record builder hands them over
-REPEATS = 2
+REPEATS = 3
 STREAMS = 4
 
 

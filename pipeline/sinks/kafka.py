@@ -26,9 +26,10 @@ from typing import Sequence
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 
 from pipeline.errors import SinkError
-from pipeline.records import SCHEMA_VERSION, Record, to_json
+from pipeline.records import KINDS, SCHEMA_VERSION, Record, to_json
 from pipeline.redact import MASK, redact
 from pipeline.sinks.base import SinkStats
 from pipeline.sinks.deadletter import DeadLetter
@@ -147,6 +148,8 @@ class KafkaSink:
         self._dead_letter = dead_letter
         self._headers = [("schema_version", str(SCHEMA_VERSION).encode())]
         self._topics: set[str] = set()
+        self._topic_of = {kind: cfg.topic(kind) for kind in KINDS}
+        self._partitioning: dict[str, tuple[list[int], dict[bytes, int]]] = {}
         self._pending: deque = deque()       # (future, record, topic, sends so far), oldest first
         self._failed_inputs: set[str] = set()
         self._txn: list[tuple[Record, str]] = []   # exactly-once: records of the open transaction
@@ -191,6 +194,7 @@ class KafkaSink:
             raise SinkError(f"{self._where}: write after close")
         limit = self.cfg.buffer_max_records
         failed, unavailable = [], {}      # topic -> why its last send failed in this call
+        checked = set()                   # topics whose metadata was looked at in this call
         for rec in records:
             if len(self._pending) >= limit:
                 self._reap(block=False)
@@ -199,13 +203,20 @@ class KafkaSink:
                         self._drop(rec)
                         continue
                     self._reap(block=True, until=limit - 1)
-            topic = self.cfg.topic(rec.kind)
+            topic = self._topic_of[rec.kind]
             if topic in unavailable:
-                # send() already waited max_block_s for this topic's metadata: do not wait per record
+                # the producer already waited max_block_s for this topic's metadata: not again per record
                 failed.append((rec, topic, unavailable[topic]))
                 continue
-            if topic not in self._topics:
-                self._ensure_topic(topic)
+            if topic not in checked:
+                checked.add(topic)
+                if topic not in self._topics:
+                    self._ensure_topic(topic)
+                reason = self._refresh_partitions(topic)
+                if reason:
+                    failed.append((rec, topic, reason))
+                    unavailable[topic] = reason
+                    continue
             reason = self._send(rec, topic, 0)
             if reason:
                 failed.append((rec, topic, reason))
@@ -291,14 +302,37 @@ class KafkaSink:
     def _send(self, rec: Record, topic: str, sends: int) -> str | None:
         """Queue one record; returns why it could not even be queued (None: queued)."""
         try:
-            future = self._producer.send(topic, value=to_json(rec), key=rec.stream_id.encode("utf-8"),
-                                         headers=self._headers)
+            key = rec.stream_id.encode("utf-8")
+            future = self._producer.send(topic, value=to_json(rec), key=key, headers=self._headers,
+                                         partition=self._partition(topic, key))
         except KafkaError as e:
             return f"send failed: {type(e).__name__}: {e}"
         self._pending.append((future, rec, topic, sends + 1))
         if self.cfg.exactly_once:
             self._txn.append((rec, topic))
         return None
+
+    def _refresh_partitions(self, topic: str) -> str | None:
+        """Look up the topic's partitions once per write (returns why that failed, None if fine)."""
+        try:
+            parts = sorted(self._producer.partitions_for(topic))
+        except KafkaError as e:
+            self._partitioning.pop(topic, None)
+            return f"no metadata for the topic: {type(e).__name__}: {e}"
+        if topic not in self._partitioning or self._partitioning[topic][0] != parts:
+            self._partitioning[topic] = (parts, {})
+        return None
+
+    def _partition(self, topic: str, key: bytes) -> int | None:
+        """The partition kafka-python's DefaultPartitioner picks for ``key`` (murmur2), cached per key:
+        hashing in pure Python and sorting the partitions cost more per record than the rest of the sink."""
+        parts, by_key = self._partitioning.get(topic, (None, None))
+        if not parts:
+            return None
+        p = by_key.get(key)
+        if p is None:
+            p = by_key[key] = parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
+        return p
 
     def _reap(self, block: bool, until: int = 0) -> None:
         """Settle finished sends, oldest first; with ``block`` wait until at most ``until`` are pending."""

@@ -8,7 +8,7 @@ import time
 import uuid
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
 from pipeline.errors import SinkError
 from pipeline.records import KINDS, from_json, to_dict
@@ -69,6 +69,12 @@ def test_consumer_records_equal_parquet_records(kafka, tmp_path):
         assert dict(m.headers) == {"schema_version": b"1"}
         assert json.loads(m.value)["produced_at"].endswith("+00:00")
     assert {m.partition for m in msgs} == {0, 1}        # the sink created the topics with 2 partitions
+    # a key lands where kafka-python's default partitioner (murmur2, as the Java client) puts it
+    raw = KafkaProducer(bootstrap_servers=kafka)
+    expected = {sid.encode(): raw.send(f"{prefix}.caption", value=b"{}", key=sid.encode()).get(30).partition
+                for sid in streams}
+    raw.close()
+    assert {(m.key, m.partition) for m in msgs} == set(expected.items())
     for kind in KINDS:
         from_kafka = {r.record_id: r for r in (from_json(kind, m.value) for m in msgs if m.topic.endswith(kind))}
         from_parquet = {r.record_id: r for r in read_dataset(tmp_path, kind)}
