@@ -249,8 +249,9 @@ class KafkaSink:
 
     def commit_input(self, input_key: str) -> None:
         """Flush; raise SinkError if any record of input ``input_key`` (stream_id) was dead-lettered,
-        so that the input is not marked done anywhere and a re-run sends it again."""
-        self.flush()
+        so that the input is not marked done anywhere and a re-run sends it again. Always waits for
+        every acknowledgement (also in live mode)."""
+        self._flush(wait=True)
         if input_key in self._failed_inputs:
             raise SinkError(f"{self._where}: records of input {redact(input_key)} could not be delivered "
                             f"(dead-lettered in {self._dead_letter.path if self._dead_letter else 'nowhere'})")
