@@ -3,13 +3,15 @@
 Every helper is a context manager that yields an object with a ``url``; leaving the block stops
 everything it started. Ports come from 18500-18599 (:func:`free_port`).
 
-    from tests.servers import rtsp_server, silent_tcp_server, udp_ts_sender, udp_ts_replay, hls_server
+    from tests.servers import rtsp_server, rtmp_server, silent_tcp_server, udp_ts_sender, udp_ts_replay, hls_server
 
     with rtsp_server(media="clip.mp4") as srv:   # GStreamer RTSP server (system python3 + gi);
         srv.url                                  #   media=None serves a live test pattern
         srv.kill(); srv.start()                  # SIGKILL it and start it again on the same port
     with silent_tcp_server() as srv:             # accepts connections and never sends a byte
         srv.url                                  #   rtsp://127.0.0.1:PORT/silent
+    with rtmp_server("clip.mp4") as srv:         # ffmpeg -listen: plays the clip to one RTMP client
+        srv.url                                  #   rtmp://127.0.0.1:PORT/live/stream
     with udp_ts_sender("clip.ts") as snd:        # ffmpeg CLI sends MPEG-TS in real time, looping
         snd.url                                  #   udp://127.0.0.1:PORT ; snd.stop(); snd.start()
     with udp_ts_replay("joined.ts", 6.0) as snd: # a TS file's bytes as they are (timestamp resets
@@ -87,6 +89,23 @@ def _wait_port(port: int, timeout_s: float = 15.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def _wait_listening(port: int, timeout_s: float = 15.0) -> None:
+    """Wait until a TCP socket listens on ``port`` without connecting to it (a one-client server
+    such as ``ffmpeg -listen 1`` would spend its only client on the check)."""
+    needle = f":{port:04X} "
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                rows = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            if any(needle in r.split()[1] + " " and r.split()[3] == "0A" for r in rows):
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout_s} s")
 
 
 def _stop(proc: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
@@ -233,6 +252,30 @@ def udp_ts_sender(media: str, port: int | None = None):
     finally:
         snd.stop()
         _release_port(snd.port)
+
+
+class RtmpServer:
+    """``ffmpeg -re -i MEDIA -c copy -f flv -listen 1 rtmp://127.0.0.1:PORT/live/stream``: an RTMP
+    server that plays MEDIA (H.264 + AAC) in real time to the first client that connects."""
+
+    def __init__(self, media: str, port: int | None = None):
+        self.media = media
+        self.port = port or free_port()
+        self.url = f"rtmp://127.0.0.1:{self.port}/live/stream"
+        self.proc = subprocess.Popen(["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-i", media, "-c", "copy",
+                                      "-f", "flv", "-listen", "1", self.url],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_listening(self.port)
+
+
+@contextmanager
+def rtmp_server(media: str, port: int | None = None):
+    srv = RtmpServer(str(media), port)
+    try:
+        yield srv
+    finally:
+        _stop(srv.proc, signal.SIGKILL)
+        _release_port(srv.port)
 
 
 class UdpTsReplay:

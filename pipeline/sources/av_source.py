@@ -107,6 +107,9 @@ class AVSource(Source):
             c = av.open(self._url, format=fmt, options=opts, timeout=timeout)
         except (av.FFmpegError, OSError, ValueError) as e:
             reason = _reason(e)
+            if isinstance(e, av.ProtocolNotFoundError):
+                scheme = urlsplit(self._url).scheme
+                reason = f"the FFmpeg inside PyAV {av.__version__} has no '{scheme}' protocol"
             if self.is_live and time.monotonic() - started >= 0.9 * self.options.open_timeout_s:
                 reason = f"no answer within {self.options.open_timeout_s:g} s ({reason})"
             raise SourceError(self._url, f"cannot open: {reason}") from None

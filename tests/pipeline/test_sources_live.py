@@ -304,3 +304,35 @@ def test_realtime_replay_of_a_file(tmp_path):
     assert [e for e, _ in ends] == [1.0, 2.0]
     # each cell leaves once its end is due (the first one sets the origin when it is ready)
     assert ends[1][1] - ends[0][1] >= 0.9
+
+
+@needs_ffmpeg
+@pytest.mark.timeout(60)
+def test_rtmp_server(clip):
+    from tests.servers import rtmp_server
+
+    with rtmp_server(clip) as srv:
+        with open_source(srv.url, GRID, options=FAST) as src:
+            assert src.is_live
+            cells = []
+            for item in src:
+                cells.append(item)
+                if len(cells) == 3:
+                    break
+    check_contiguous(cells)
+    assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.95 for c in cells)
+    assert event_cells(cells) == ({2}, {2})
+
+
+def test_a_protocol_missing_from_ffmpeg_is_named():
+    import av
+
+    try:
+        av.open("srt://127.0.0.1:1?mode=caller", timeout=1).close()
+        pytest.skip("this PyAV's FFmpeg has SRT")
+    except av.ProtocolNotFoundError:
+        pass
+    except av.FFmpegError:
+        pytest.skip("this PyAV's FFmpeg has SRT")
+    with pytest.raises(SourceError, match="srt://127.0.0.1:1.*has no 'srt' protocol"):
+        open_source("srt://127.0.0.1:1?mode=caller", GRID, options=SourceOptions(open_timeout_s=1))
