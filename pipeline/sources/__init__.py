@@ -14,6 +14,7 @@ input with any password masked.
 
 from __future__ import annotations
 
+from pipeline.errors import SourceError
 from pipeline.grid import GridConfig
 from pipeline.sources.base import Source, SourceOptions
 from pipeline.sources.inputs import (
@@ -25,7 +26,7 @@ from pipeline.sources.inputs import (
     stream_id_for,
 )
 
-__all__ = ["MEDIA_EXTENSIONS", "Source", "SourceOptions", "expand_inputs", "is_live_url", "is_url", "open_source",
+__all__ = ["MEDIA_EXTENSIONS", "Source", "SourceError", "SourceOptions", "expand_inputs", "is_live_url", "is_url", "open_source",
            "parse_source_arg", "stream_id_for"]
 
 

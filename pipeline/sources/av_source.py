@@ -88,6 +88,7 @@ class AVSource(Source):
         self._last_packet_mono = time.monotonic()
         self._clock = float("inf")      # live: min(arrival monotonic - pts) in the current segment
         self._live_gap = ""             # live: reason of the gap to emit before the next segment's first cell
+        self._gap_extra: dict = {}      # and what caused it (a reconnect's last error, attempts)
         self._pace0: tuple[float, float] | None = None   # realtime files: (monotonic, media s) of the first cell
         self._container = self._open()     # fail early: a bad input raises here, in the caller's thread
         if auto_live and self._container.format.name == "hls" and self._container.duration:
@@ -175,6 +176,7 @@ class AVSource(Source):
                 except SourceError as e:
                     why = e.reason
             self._pending_gap = "reconnect"
+            self._gap_extra = {"cause": why, "attempts": failures}
 
     def _read_container(self, container) -> bool:
         """Demux and decode until end of stream; True if any frame was delivered."""
@@ -345,8 +347,8 @@ class AVSource(Source):
             wall_start = self._wall(self._prev_capture_end, mono)
             self._put_gap(Gap(stream_id=self.stream_id, t_start=self._timeline_end, t_end=al.t0 + al.offset,
                               reason=self._live_gap, segment=al.segment, source=self.source,
-                              wall_start=wall_start, wall_end=max(al.wall_t0, wall_start)))
-            self._live_gap = ""
+                              wall_start=wall_start, wall_end=max(al.wall_t0, wall_start), extra=self._gap_extra))
+            self._live_gap, self._gap_extra = "", {}
         return pop()
 
     def _pace(self, cell) -> bool:

@@ -74,6 +74,7 @@ def test_rtsp_clip_reconnects_after_server_restart_without_leaking_the_password(
                     break
     gaps = [i for i in items if isinstance(i, Gap)]
     assert len(gaps) == 1 and gaps[0].reason == "reconnect"
+    assert gaps[0].extra["attempts"] >= 1 and gaps[0].extra["cause"]     # e.g. "Connection refused"
     k = items.index(gaps[0])
     before, after = items[:k], items[k + 1:]
     check_contiguous(before)
