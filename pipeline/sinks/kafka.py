@@ -172,10 +172,13 @@ class KafkaSink:
         except KafkaError as e:
             hint = ""
             if cfg.security_protocol != "PLAINTEXT":
-                # brokers close the connection on bad credentials: kafka-python then only says "timeout"
-                hint = (f" (security_protocol={cfg.security_protocol}, sasl_mechanism={cfg.sasl_mechanism}, "
-                        f"user={cfg.sasl_username}: check the credentials and that the listener speaks this "
-                        "protocol)")
+                # brokers close the connection on bad credentials or certificates: kafka-python then
+                # only reports a timeout
+                parts = [f"security_protocol={cfg.security_protocol}"]
+                if cfg.sasl_mechanism:
+                    parts += [f"sasl_mechanism={cfg.sasl_mechanism}", f"user={cfg.sasl_username}"]
+                hint = (f" ({', '.join(parts)}: check the credentials / CA file and that the listener speaks "
+                        "this protocol)")
             raise SinkError(f"kafka {redact(cfg.bootstrap)}: cannot connect: {redact(str(e))}{hint}") from None
         guard_kafka_logs(cfg.secrets())     # loggers created while connecting
         dead_letter = DeadLetter.beside(cfg.dead_letter_dir, "kafka", cfg.run_id) if cfg.dead_letter_dir else None

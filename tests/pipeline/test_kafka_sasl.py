@@ -1,8 +1,8 @@
-"""SASL pass-through against a real broker that requires it (PLAIN and SCRAM-SHA-512).
+"""SASL and SSL pass-through against a real broker that requires them (PLAIN, SCRAM-SHA-512, TLS).
 
 Starts its own single-node KRaft broker from deploy/kafka/lib with a SASL_PLAINTEXT listener on
-port 19292 (the shared broker has no authentication). Every log line at DEBUG is checked for the
-passwords.
+port 19292 and an SSL listener on 19295 (certificates made with the openssl CLI; the shared broker
+has neither). Every log line at DEBUG is checked for the passwords.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tests.pipeline.test_records import sample_records
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 LIB = REPO / "deploy" / "kafka" / "lib"
-PORT, CONTROLLER_PORT, INTERNAL_PORT = 19292, 19293, 19294
+PORT, CONTROLLER_PORT, INTERNAL_PORT, SSL_PORT = 19292, 19293, 19294, 19295
 PLAIN_PASSWORD = "plain-" + uuid.uuid4().hex
 SCRAM_PASSWORD = "scram-" + uuid.uuid4().hex
 BOOTSTRAP = f"127.0.0.1:{PORT}"
@@ -37,11 +37,13 @@ def _properties(state: Path) -> str:
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{CONTROLLER_PORT}
-listeners=SASL_PLAINTEXT://127.0.0.1:{PORT},CONTROLLER://127.0.0.1:{CONTROLLER_PORT},INTERNAL://127.0.0.1:{INTERNAL_PORT}
-advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{PORT},INTERNAL://127.0.0.1:{INTERNAL_PORT}
+listeners=SASL_PLAINTEXT://127.0.0.1:{PORT},CONTROLLER://127.0.0.1:{CONTROLLER_PORT},INTERNAL://127.0.0.1:{INTERNAL_PORT},SSL://127.0.0.1:{SSL_PORT}
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{PORT},INTERNAL://127.0.0.1:{INTERNAL_PORT},SSL://127.0.0.1:{SSL_PORT}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=INTERNAL
-listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SSL:SSL
+ssl.keystore.type=PEM
+ssl.keystore.location={state}/broker-keystore.pem
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_plainuser="{PLAIN_PASSWORD}";
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
@@ -57,18 +59,35 @@ group.initial.rebalance.delay.ms=0
 """
 
 
+def _make_certificates(state: Path) -> None:
+    """A test CA and a broker certificate for 127.0.0.1 (PEM; the broker reads key + chain from one file)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=state, check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=avgrid test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr",
+            "-subj", "/CN=127.0.0.1")
+    (state / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "broker.pem", "-days", "2", "-extfile", "san.ext")
+    (state / "broker-keystore.pem").write_text((state / "broker.key").read_text() + (state / "broker.pem").read_text())
+
+
 def _java(*args: str) -> list[str]:
     return ["java", "-Xms128m", "-Xmx384m", "-cp", f"{LIB}/*", *args]
 
 
 @pytest.fixture(scope="module")
-def sasl_broker(tmp_path_factory):
+def secure_broker(tmp_path_factory) -> dict:
+    """``{"sasl": bootstrap, "ssl": bootstrap, "ca": CA file}`` of a broker with SASL and SSL listeners."""
     if not (LIB / ".complete").exists():
         pytest.skip("Kafka jars not fetched (make kafka-up)")
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", PORT)) == 0:
             pytest.skip(f"port {PORT} is in use")
     state = tmp_path_factory.mktemp("kafka-sasl")
+    _make_certificates(state)
     props = state / "server.properties"
     props.write_text(_properties(state))
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -88,7 +107,7 @@ def sasl_broker(tmp_path_factory):
             except OSError:
                 assert time.monotonic() < deadline, "SASL broker did not open its port in 120 s"
                 time.sleep(0.5)
-        yield BOOTSTRAP
+        yield {"sasl": BOOTSTRAP, "ssl": f"127.0.0.1:{SSL_PORT}", "ca": str(state / "ca.pem")}
     finally:
         proc.terminate()
         try:
@@ -109,7 +128,7 @@ def sasl_config(mechanism: str, username: str, password: str, **kw) -> KafkaConf
 @pytest.mark.parametrize("mechanism,username,password", [("PLAIN", "plainuser", PLAIN_PASSWORD),
                                                          ("SCRAM-SHA-512", "scramuser", SCRAM_PASSWORD)],
                          ids=["PLAIN", "SCRAM-SHA-512"])
-def test_sasl_credentials_pass_through_and_stay_out_of_logs(sasl_broker, tmp_path, caplog, mechanism,
+def test_sasl_credentials_pass_through_and_stay_out_of_logs(secure_broker, tmp_path, caplog, mechanism,
                                                             username, password):
     caplog.set_level(logging.DEBUG)
     cfg = sasl_config(mechanism, username, password, dead_letter_dir=str(tmp_path))
@@ -132,3 +151,20 @@ def test_sasl_credentials_pass_through_and_stay_out_of_logs(sasl_broker, tmp_pat
     assert f"Authenticated as {username}" in logged          # the good credentials really were used
     for secret in (password, wrong):
         assert secret not in logged and secret not in caplog.text
+
+
+@pytest.mark.timeout(120)
+def test_ssl_settings_pass_through(secure_broker):
+    cfg = KafkaConfig(secure_broker["ssl"], prefix=f"ssl{uuid.uuid4().hex[:8]}", security_protocol="SSL",
+                      ssl_cafile=secure_broker["ca"], connect_timeout_s=60.0)
+    records = [r for r in sample_records("cam1", 3) if r.kind == "caption"]
+    sink = KafkaSink.connect(cfg)
+    sink.write(records)
+    sink.close()
+    assert sink.stats.written["caption"] == 3
+    msgs = consume(cfg.bootstrap, [cfg.topic("caption")], 3, security_protocol="SSL",
+                   ssl_cafile=secure_broker["ca"])
+    assert [from_json("caption", m.value) for m in msgs] == records
+    # a client that does not trust the broker's CA gets a clear error, not a hang
+    with pytest.raises(SinkError, match=f"kafka 127.0.0.1:{SSL_PORT}: cannot connect: .*security_protocol=SSL"):
+        KafkaSink.connect(KafkaConfig(cfg.bootstrap, security_protocol="SSL", connect_timeout_s=3.0))
