@@ -126,11 +126,12 @@ class ParquetSink:
         groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
         for r in records:
             groups[(r.kind, r.stream_id)].append(r)
+        late = sorted({sid for _kind, sid in groups} & self._committed_here)
+        if late:
+            raise SinkError(f"parquet {self.out}: inputs {late} were already committed in this run; "
+                            "all records of an input must come before its commit_input")
         now = time.monotonic()
         for key, recs in groups.items():
-            if key[1] in self._committed_here:
-                raise SinkError(f"parquet {self.out}: input {key[1]!r} was already committed in this run; "
-                                "its records must all come before commit_input")
             buf = self._buffers.get(key)
             if buf is None:
                 buf = self._buffers[key] = _Buffer(since=now)

@@ -15,6 +15,7 @@ import duckdb
 import pyarrow.dataset as ds
 import pytest
 
+from pipeline.errors import SinkError
 from pipeline.records import KINDS, from_arrow
 from pipeline.sinks import ParquetSink
 from tests.pipeline.test_records import content, sample_records
@@ -118,8 +119,10 @@ def test_records_after_commit_are_refused(tmp_path):
     sink = ParquetSink.open(tmp_path, run_id="r1")
     sink.write(sample_records("clip0", 1))
     sink.commit_input("clip0")
-    with pytest.raises(Exception, match="'clip0' was already committed"):
-        sink.write(sample_records("clip0", 1, t0=5))
+    with pytest.raises(SinkError, match=r"inputs \['clip0'\] were already committed"):
+        sink.write(sample_records("clip1", 1) + sample_records("clip0", 1, t0=5))
+    sink.close()
+    assert duck_count(tmp_path, "event") == 1          # nothing of the refused write was kept
 
 
 # -- a real writer process ------------------------------------------------------------------
