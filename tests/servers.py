@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import random
 import shutil
 import signal
 import socket
@@ -47,9 +48,11 @@ _lock = threading.Lock()
 
 
 def free_port() -> int:
-    """A port in 18500-18599 that is free for both TCP and UDP on 127.0.0.1 right now."""
+    """A port in 18500-18599 that is free for both TCP and UDP on 127.0.0.1 right now.
+
+    Tried in random order, so test processes running side by side rarely race for the same one."""
     with _lock:
-        for port in PORTS:
+        for port in random.sample(PORTS, len(PORTS)):
             if port in _taken:
                 continue
             try:
