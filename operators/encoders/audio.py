@@ -23,6 +23,7 @@ import csv
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +48,9 @@ FRONT_END_KEYS = ("spectrogram_extractor.", "logmel_extractor.")
 class PannsConfig:
     """Options for the PANNs encoders. Units in the names.
 
-    weights: ``"DEFAULT"`` (the public checkpoint file in ``$TORCH_HOME/hub/checkpoints``), a local
-      checkpoint file, or None for untrained weights (needs ``allow_random=True``).
+    weights: ``"DEFAULT"`` (the public checkpoint file in ``$TORCH_HOME/hub/checkpoints``, fetched
+      from Zenodo into it when missing and ``download``), a local checkpoint file, or None for
+      untrained weights (needs ``allow_random=True``).
     sample_rate_hz: the rate the network works at: 32000 (all public checkpoints) or 16000 (CNN14_16k).
     input_sample_rate_hz: the rate of the audio passed in; resampled when it differs.
     fmax_hz: None means PANNs' choice, 14000 at 32 kHz and 8000 at 16 kHz.
@@ -57,6 +59,7 @@ class PannsConfig:
 
     weights: str | None = "DEFAULT"
     allow_random: bool = False
+    download: bool = True
     device: str = "cpu"
     sample_rate_hz: int = 32000
     input_sample_rate_hz: int = 16000
@@ -174,8 +177,7 @@ def _load_weights(net: PannsCNN, arch: str, cfg: PannsConfig, n_fft: int) -> str
             raise WeightsError(f"panns_{arch}: no public checkpoint at {cfg.sample_rate_hz} Hz; "
                                f"known: {sorted(CHECKPOINTS)}")
         if not path.is_file():
-            raise WeightsError(f"{path}: PANNs checkpoint not found. Download {path.name} from {ZENODO} "
-                               f"into {path.parent}, or pass weights=<local file>")
+            _download(path, cfg.download)
     else:
         path = Path(cfg.weights).expanduser()
     state = load_state_dict(path)
@@ -186,6 +188,19 @@ def _load_weights(net: PannsCNN, arch: str, cfg: PannsConfig, n_fft: int) -> str
                            f"(expects {(n_fft // 2 + 1, cfg.mel_bins)})")
     load_into(net, state, source=str(path), ignore=FRONT_END_KEYS)
     return f"{tag}:{file_tag(path)}" if cfg.weights == "DEFAULT" else f"{tag}:file:{file_tag(path)}"
+
+
+def _download(path: Path, allowed: bool) -> None:
+    url = f"{ZENODO}/files/{quote(path.name)}?download=1"
+    missing = (f"{path}: PANNs checkpoint not found. Download {url} into {path.parent}, "
+               f"or pass weights=<local file>")
+    if not allowed:
+        raise WeightsError(missing)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), progress=False)   # writes a temp file, then renames
+    except Exception as exc:
+        raise WeightsError(f"{missing} (download failed: {type(exc).__name__}: {exc})") from None
 
 
 def load_labels(path: str | None = None) -> list[str]:
