@@ -135,8 +135,8 @@ def resolve_torchvision(weights_enum: Any, weights: str | None, *, download: boo
 
 def _missing_message(path: Path, url: str) -> str:
     return (f"{path}: pretrained weights not found. Download {url} into {path.parent} "
-            f"(TORCH_HOME={os.environ.get('TORCH_HOME', '~/.cache/torch')}), or pass weights=<local file>, "
-            f"or allow_random=True for untrained weights")
+            f"(TORCH_HOME={os.environ.get('TORCH_HOME', '~/.cache/torch')}), or pass weights=<local file> "
+            f"(weights=None with allow_random=True gives untrained weights)")
 
 
 def _first_line(exc: BaseException) -> str:
