@@ -6,13 +6,15 @@ Kafka: KafkaSink (acks=all, idempotent, JSON encoding and future checks included
 kafka-python KafkaProducer with the same settings sending already-encoded values.
 Parquet: ParquetSink (grouping, per-batch Arrow conversion, fsync, atomic rename, manifest) vs
 ``to_arrow`` + ``pyarrow.parquet.write_table`` per kind in one go.
-Each side runs ``REPEATS`` times, alternating; the best run counts (the machine is shared).
+The two sides run back to back ``ROUNDS`` times, the order alternating each round; the figures are
+medians and each ratio is the median of the per-round ratios (robust on a shared machine).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import tempfile
 import time
 import uuid
@@ -30,7 +32,7 @@ from pipeline.sinks.kafka import producer_config
 KAFKA_RECORDS = int(os.environ.get("AVGRID_BENCH_KAFKA_RECORDS", 40_000))
 PARQUET_RECORDS = int(os.environ.get("AVGRID_BENCH_PARQUET_RECORDS", 400_000))
 BATCH = 1000            # records per write() call, as the record builder hands them over
-REPEATS = 3
+ROUNDS = 5
 STREAMS = 4
 
 
@@ -57,7 +59,7 @@ def make_records(n: int) -> list:
     return out
 
 
-def bench_kafka(bootstrap: str, records: list) -> tuple[float, float]:
+def bench_kafka(bootstrap: str, records: list) -> tuple[float, float, float]:
     def run_sink() -> float:
         prefix = f"bench{uuid.uuid4().hex[:8]}"
         sink = KafkaSink.connect(KafkaConfig(bootstrap, prefix=prefix, run_id="bench"))
@@ -86,14 +88,10 @@ def bench_kafka(bootstrap: str, records: list) -> tuple[float, float]:
         producer.close()
         return len(records) / t()
 
-    sink_rates, raw_rates = [], []
-    for _ in range(REPEATS):
-        raw_rates.append(run_raw())
-        sink_rates.append(run_sink())
-    return max(sink_rates), max(raw_rates)
+    return _rounds(run_sink, run_raw)
 
 
-def bench_parquet(records: list) -> tuple[float, float]:
+def bench_parquet(records: list) -> tuple[float, float, float]:
     by_kind = {k: [r for r in records if r.kind == k] for k in KINDS}
 
     def run_sink(out: Path) -> float:
@@ -111,31 +109,42 @@ def bench_parquet(records: list) -> tuple[float, float]:
                 pq.write_table(to_arrow(recs), out / f"{kind}.parquet", compression="snappy")
         return len(records) / t()
 
-    sink_rates, raw_rates = [], []
     tmp = Path(tempfile.mkdtemp(prefix="avgrid-bench-"))
     try:
-        for i in range(REPEATS):
-            raw_rates.append(run_raw(tmp / f"raw{i}"))
-            sink_rates.append(run_sink(tmp / f"sink{i}"))
+        return _rounds(lambda: run_sink(tmp / uuid.uuid4().hex), lambda: run_raw(tmp / uuid.uuid4().hex))
     finally:
         shutil.rmtree(tmp)
-    return max(sink_rates), max(raw_rates)
+
+
+def _rounds(run_sink, run_raw) -> tuple[float, float, float]:
+    """Median sink rate, median raw rate, median of the per-round sink/raw ratios (records/s)."""
+    sink_rates, raw_rates, ratios = [], [], []
+    for i in range(ROUNDS):
+        if i % 2:
+            sink, raw = run_sink(), run_raw()
+        else:
+            raw = run_raw()
+            sink = run_sink()
+        sink_rates.append(sink)
+        raw_rates.append(raw)
+        ratios.append(sink / raw)
+    return statistics.median(sink_rates), statistics.median(raw_rates), statistics.median(ratios)
 
 
 def main() -> dict:
     bootstrap = os.environ.get("AVGRID_KAFKA_BOOTSTRAP", f"127.0.0.1:{os.environ.get('AVGRID_KAFKA_PORT', '9092')}")
     started = time.perf_counter()
-    parquet, parquet_raw = bench_parquet(make_records(PARQUET_RECORDS))
-    kafka, kafka_raw = bench_kafka(bootstrap, make_records(KAFKA_RECORDS))
+    parquet, parquet_raw, parquet_ratio = bench_parquet(make_records(PARQUET_RECORDS))
+    kafka, kafka_raw, kafka_ratio = bench_kafka(bootstrap, make_records(KAFKA_RECORDS))
     return report(
         "sinks",
         figures={"kafka_records_per_s": kafka, "kafka_raw_records_per_s": kafka_raw,
                  "parquet_records_per_s": parquet, "parquet_raw_records_per_s": parquet_raw},
-        ratios={"kafka_vs_raw": kafka / kafka_raw, "parquet_vs_raw": parquet / parquet_raw},
+        ratios={"kafka_vs_raw": kafka_ratio, "parquet_vs_raw": parquet_ratio},
         targets={"kafka_records_per_s": 10_000, "parquet_records_per_s": 200_000,
                  "kafka_vs_raw": 0.8, "parquet_vs_raw": 0.8},
         notes={"kafka_records": KAFKA_RECORDS, "parquet_records": PARQUET_RECORDS, "batch": BATCH,
-               "repeats": REPEATS, "best_of": "max over repeats, raw and sink alternating",
+               "rounds": ROUNDS, "statistic": "medians; ratio = median of per-round ratios, order alternating",
                "kafka_settings": "acks=all, enable_idempotence=True, linger_ms=5, batch_size=256 KiB",
                "raw_kafka": "pre-encoded values (JSON encoding not timed)",
                "raw_parquet": "to_arrow + write_table per kind, no fsync/rename",
