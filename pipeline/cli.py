@@ -74,13 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "time coverage, top labels, files and schema versions of an avgrid Parquet dataset.")
     p.add_argument("dir", metavar="DIR", help="the --out directory of a run")
 
-    p = sub.add_parser("train", help="train a fusion bundle from labelled clips")
-    p.add_argument("--data", required=True, metavar="DIR", help="labelled clips directory")
-    p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write")
-
-    p = sub.add_parser("eval", help="evaluate a bundle on labelled clips")
-    p.add_argument("--bundle", required=True, metavar="BUNDLE", help="bundle directory")
-    p.add_argument("--data", required=True, metavar="DIR", help="labelled clips directory")
+    # train / eval are pipeline.train's own command line (see `avgrid train --help`)
+    sub.add_parser("train", help="train a fusion bundle from labelled clips: --data DIR --out BUNDLE",
+                   add_help=False)
+    sub.add_parser("eval", help="score a bundle on labelled clips: --bundle BUNDLE --data DIR", add_help=False)
 
     p = sub.add_parser("bench", help="run a benchmark (benchmarks/NAME.py)")
     p.add_argument("name", metavar="NAME", help="decode, encoders, fusion, sinks or e2e")
@@ -156,28 +153,15 @@ def _models(args) -> int:
     from operators.registry import describe_all
 
     rows = describe_all()
-    if isinstance(rows, str):
-        print(rows)
-    else:
-        for row in rows:
-            print(row if isinstance(row, str) else "  ".join(f"{k}={v}" for k, v in dict(row).items()))
-    return EXIT_OK
-
-
-def _train(args) -> int:
-    from pipeline import train
-
-    result = train.train(args.data, args.out)
-    print(result if result is not None else f"bundle written to {args.out}")
-    return EXIT_OK
-
-
-def _eval(args) -> int:
-    from operators.fusion import Bundle
-    from pipeline import train
-
-    result = train.evaluate(Bundle.load(args.bundle), args.data)
-    print(result)
+    w = max(len(r["name"]) for r in rows)
+    wf = max(len(r["family"]) for r in rows)
+    print(f"{'name':{w}}  {'family':{wf}}  ready  description / weights")
+    for r in rows:
+        ready = "yes" if r["weights_available"] else "no"
+        print(f"{r['name']:{w}}  {r['family']:{wf}}  {ready:5}  {r['description']}")
+        if r["weights_source"]:
+            print(f"{'':{w}}  {'':{wf}}         weights: {r['weights_source']}"
+                  + ("" if r["weights_available"] else " (missing)"))
     return EXIT_OK
 
 
@@ -197,6 +181,11 @@ def _bench(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["train"], ["eval"]):
+        from pipeline import train
+
+        return train.main(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -208,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("annotate", "run"):
             cfg = config_from_args(args)
             return (_annotate if args.command == "annotate" else _run)(args, cfg)
-        return {"inspect": _inspect, "models": _models, "train": _train, "eval": _eval,
-                "bench": _bench}[args.command](args)
+        return {"inspect": _inspect, "models": _models, "bench": _bench}[args.command](args)
     except ConfigError as e:
         print(f"avgrid: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,91 @@
+"""Profiles through `avgrid annotate`: a trained bundle gives all four record kinds, the standard
+profile without its weights is a clear configuration error, `avgrid models` lists what is ready."""
+
+import os
+
+import pyarrow.dataset as ds
+import pytest
+import torch
+
+from pipeline.cli import main
+from tests.media import MediaSpec, make_media
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 namespace="avgrid")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    """A small bundle trained for a few epochs on generated scenes (trained, not random weights)."""
+    from operators.fusion import Bundle  # noqa: F401
+    from operators.fusion.bundle import default_preprocessing
+    from operators.fusion.features import CellFeaturizer
+    from pipeline.synthdata import make_cells
+    from pipeline.train import clips_from_arrays, train_clips
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fz = CellFeaturizer()
+        clips = clips_from_arrays(make_cells(12, seed=0), fz)
+        bundle, _ = train_clips(clips, None, featurizer=fz, preprocessing=default_preprocessing(), epochs=3,
+                                batch_size=8, seed=0, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    path = tmp_path_factory.mktemp("bundle") / "b"
+    bundle.save(path)
+    return path, bundle.model_id
+
+
+def kinds(out):
+    return {k: ds.dataset(os.path.join(out, k), partitioning="hive").to_table().to_pylist()
+            for k in ("action", "event", "sentiment", "caption") if os.path.isdir(os.path.join(out, k))}
+
+
+def test_bundle_profile_writes_all_four_kinds_named_by_the_bundle(tmp_path, bundle_dir, ray_local):
+    path, model_id = bundle_dir
+    clip = make_media(tmp_path / "c.mp4", MediaSpec(duration_s=6.0, flashes=(2.0,), clicks=(3.0,))).path
+    out = tmp_path / "out"
+    assert main(["annotate", clip, "--bundle", str(path), "--out", str(out), "--no-progress"]) == 0
+    got = kinds(out)
+    assert {"action", "sentiment", "caption"} <= set(got)      # events only where the bundle fires one
+    for kind in ("action", "sentiment", "caption"):
+        rows = got[kind]
+        assert rows and all(r["model"] == model_id for r in rows), kind
+        assert sum(r["t_end"] - r["t_start"] for r in rows) == pytest.approx(6.0)   # every cell, once
+    s = got["sentiment"][0]
+    assert s["label"] in ("negative", "neutral", "positive")
+    assert s["negative"] + s["neutral"] + s["positive"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_standard_profile_without_weights_names_the_missing_file(tmp_path, ray_local, capsys):
+    from operators.registry import describe_all
+
+    status = {r["name"]: r for r in describe_all()}["r2plus1d_18"]
+    if status["weights_available"]:
+        pytest.skip("r2plus1d_18 weights are cached on this machine")
+    clip = make_media(tmp_path / "c.mp4", MediaSpec(duration_s=2.0)).path
+    rc = main(["annotate", clip, "--profile", "standard", "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "profile standard" in err and os.path.basename(status["weights_source"]) in err
+    assert not os.path.isdir(tmp_path / "out" / "event")          # nothing written from a half-built profile
+
+
+def test_models_lists_detectors_ready_and_pretrained_weights_state(capsys):
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {ln.split()[0]: ln for ln in lines[1:] if ln and not ln.startswith(" ")}
+    for det in ("motion", "scene_cut", "flash", "loudness", "speech", "faces", "camera_motion"):
+        assert rows[det].split()[2] == "yes", rows[det]
+    assert "r2plus1d_18" in rows
