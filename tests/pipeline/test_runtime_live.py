@@ -7,11 +7,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pyarrow.dataset as ds
 import pytest
 
 from pipeline.config import load_config
+from pipeline.metrics import Metrics
 from pipeline.runtime import Engine, Observer
 from tests.media import MediaSpec, make_media
 from tests.servers import have_ffmpeg_cli, have_gst_rtsp, rtsp_server, udp_ts_sender
@@ -135,9 +137,15 @@ def test_dead_live_source_actor_is_restarted_and_the_stream_resumes_after_a_gap(
     out = tmp_path / "out"
     cfg = load_config(overrides={"out": str(out), "duration": 9.0})
     killer = _KillSourceOnce()
-    summary = Engine(cfg, observers=[killer]).run(["cam=synthetic:?realtime=true&fps=10&flashes=1"])
+    metrics = Metrics()
+    summary = Engine(cfg, observers=[killer, metrics]).run(["cam=synthetic:?realtime=true&fps=10&flashes=1"])
     assert killer.killed and summary.exit_code == 0, summary.table()
     assert summary.inputs[0].restarts == 1
+    sample = metrics.registry.get_sample_value
+    assert sample("avgrid_cells_total", {"stream": "cam"}) == summary.inputs[0].cells
+    assert sample("avgrid_reconnects", {"stream": "cam"}) == 1
+    assert sample("avgrid_stage_seconds_count", {"stage": "operators"}) > 0
+    assert sample("avgrid_records_delivered_total") == sum(summary.inputs[0].records.values())
     gaps = [e for e in read(out, "event") if e["label"] == "gap"]
     assert len(gaps) == 1 and gaps[0]["t_end"] >= gaps[0]["t_start"]
     caps = read(out, "caption")
@@ -149,7 +157,8 @@ def test_sigterm_drains_flushes_and_exits_0_within_10_s(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": REPO}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "cam=synthetic:?realtime=true&fps=10",
-                             "--out", str(out), "--num-cpus", "2", "--status-interval-s", "1"],
+                             "--out", str(out), "--num-cpus", "2", "--status-interval-s", "1",
+                             "--metrics-port", "18609"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -161,6 +170,7 @@ def test_sigterm_drains_flushes_and_exits_0_within_10_s(tmp_path):
                 break
         else:
             pytest.fail(f"no status line with records: {seen}")
+        metrics = urllib.request.urlopen("http://127.0.0.1:18609/metrics", timeout=10).read().decode()
         proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
         stdout, stderr = proc.communicate(timeout=30)
@@ -172,3 +182,6 @@ def test_sigterm_drains_flushes_and_exits_0_within_10_s(tmp_path):
     assert elapsed < 10.0, elapsed
     assert "fps" in seen and "lag" in seen and "dropped" in seen and "reconnects" in seen
     assert read(out, "caption") and "cam" in stdout
+    for name in ("avgrid_cells_total", "avgrid_cells_per_second", "avgrid_stage_seconds_bucket",
+                 "avgrid_queue_depth_cells", "avgrid_dropped_cells", "avgrid_reconnects", "avgrid_sink_lag_seconds"):
+        assert name in metrics, name
