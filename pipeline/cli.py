@@ -47,7 +47,7 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
             continue
         typ = {"int": int, "float": float}.get(f.type.split(" ")[0], str)
         metavar = {"out": "DIR", "kafka": "HOST:PORT", "kafka_prefix": "P", "profile": "NAME", "bundle": "PATH",
-                   "ray_address": "HOST:PORT", "metrics_port": "PORT", "duration": "SECONDS"}.get(f.name)
+                   "ray_address": "HOST:PORT", "metrics_port": "PORT", "metrics_host": "HOST", "duration": "SECONDS"}.get(f.name)
         p.add_argument(flag, dest=f.name, type=typ, default=None, metavar=metavar, help=help_)
 
 
@@ -103,7 +103,7 @@ def _annotate(args, cfg: Config) -> int:
     if cfg.metrics_port:
         from pipeline.metrics import serve
 
-        observers.append(serve(cfg.metrics_port))
+        observers.append(serve(cfg.metrics_port, cfg.metrics_host))
     try:
         summary = Engine(cfg, observers=observers).annotate(args.inputs)
     finally:
@@ -128,7 +128,7 @@ def _run(args, cfg: Config) -> int:
     if cfg.metrics_port:
         from pipeline.metrics import serve
 
-        observers.append(serve(cfg.metrics_port))
+        observers.append(serve(cfg.metrics_port, cfg.metrics_host))
     # Ray installs its own SIGTERM handler when it starts (it would kill the driver): start Ray
     # first, then take the signals over for the duration of the run
     with ray_session(cfg.ray_address, cfg.num_cpus):

@@ -40,6 +40,7 @@ class Config:
     action_weights: str | None = None
     ray_address: str | None = None
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     duration: float | None = None
     hop_s: float = 1.0
     fps: float = 4.0
@@ -76,6 +77,7 @@ HELP: dict[str, str] = {
     "action_weights": "standard profile: weights file of --action-model (default: torchvision's cache)",
     "ray_address": "join an existing Ray cluster (HOST:PORT) instead of starting a local one on 127.0.0.1",
     "metrics_port": "serve Prometheus metrics on 127.0.0.1:PORT (cells/s, stage latency, queues, drops, sink lag)",
+    "metrics_host": "address the metrics endpoint binds to (0.0.0.0 exposes it, e.g. to a Prometheus in Kubernetes)",
     "duration": "avgrid run: stop after this many seconds (default: until SIGINT/SIGTERM)",
     "hop_s": "grid cell length in media seconds",
     "fps": "frames sampled per media second",

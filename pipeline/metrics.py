@@ -1,4 +1,4 @@
-"""Prometheus metrics for a run (``--metrics-port``), served on 127.0.0.1 only.
+"""Prometheus metrics for a run (``--metrics-port``), served on 127.0.0.1 unless ``--metrics-host`` says otherwise.
 
     avgrid_cells_total{stream}            cells annotated
     avgrid_cells_per_second               over the last tick window, all streams
@@ -62,8 +62,8 @@ class Metrics(Observer):
             self.reconnects.labels(name).set(r.result.reconnects)
 
 
-def serve(port: int) -> Metrics:
-    """Start the HTTP endpoint on 127.0.0.1:``port`` and return the observer feeding it."""
+def serve(port: int, host: str = "127.0.0.1") -> Metrics:
+    """Start the HTTP endpoint on ``host:port`` (loopback unless asked) and return the observer feeding it."""
     m = Metrics()
-    start_http_server(port, addr="127.0.0.1", registry=m.registry)
+    start_http_server(port, addr=host, registry=m.registry)
     return m
