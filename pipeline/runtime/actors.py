@@ -246,9 +246,14 @@ class SinkWorker:
 
     def __init__(self, out: str, run_id: str, kafka: str | None = None, kafka_prefix: str = "avgrid",
                  live: bool = False):
+        import uuid
+
         from pipeline.sinks import FanOut, KafkaConfig, KafkaSink, ParquetSink
 
-        sinks = [ParquetSink.open(out, run_id=run_id)]
+        # a restarted actor is a new writer: its files need their own name (records keep the run id)
+        self.incarnation = uuid.uuid4().hex[:8]
+        writer_id = f"{run_id}.r{self.incarnation}" if _restarted() else run_id
+        sinks = [ParquetSink.open(out, run_id=writer_id)]
         if kafka:
             sinks.append(KafkaSink.connect(KafkaConfig(bootstrap=kafka, prefix=kafka_prefix, live=live,
                                                        dead_letter_dir=out, run_id=run_id)))
@@ -258,18 +263,21 @@ class SinkWorker:
     def committed(self) -> list[str]:
         return sorted(self.sink.committed_inputs())
 
-    def deliver(self, records: list, commit_key: str | None = None) -> dict:
-        """Write and flush ``records``; then commit input ``commit_key`` (a stream id) in every sink.
+    def deliver(self, records: list, commit_key: str | None = None, flush: bool = True) -> dict:
+        """Write ``records`` and flush (unless told not to: live batches between flushes); then
+        commit input ``commit_key`` (a stream id) in every sink.
 
         Returns ``{"delivered": n, "committed": bool | None, "errors": {...}}``; ``committed`` is
         False when a sink lost records of that input (a re-run will redo it).
         """
         if records:
             self.sink.write(records)
-        self.sink.flush()
+        if flush or commit_key is not None:
+            self.sink.flush()
         committed = self.sink.commit_input(commit_key) if commit_key is not None else None
         self.delivered += len(records)
-        return {"delivered": len(records), "committed": committed, "errors": dict(self.sink.errors)}
+        return {"delivered": len(records), "committed": committed, "errors": dict(self.sink.errors),
+                "incarnation": self.incarnation}
 
     def close(self) -> dict:
         self.sink.close()
@@ -279,6 +287,15 @@ class SinkWorker:
         import os
 
         return os.getpid()
+
+
+def _restarted() -> bool:
+    try:
+        import ray
+
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # not in an actor (a test driving the class directly)
+        return False
 
 
 def remote(cls, *, kind: str, live: bool = False, num_cpus: float = 0.0, num_gpus: float = 0.0, name=None):

@@ -33,6 +33,7 @@ from pipeline.runtime.state import InputResult, InputSpec, RunSummary, StreamRun
 
 GAP_MODEL = "avgrid-runtime/1 gap"   # the record's model says why: "avgrid-runtime/1 gap: reconnect"
 MAX_SOURCE_RESTARTS = 20
+LIVE_FLUSH_S = 5.0        # live: sinks flush (Kafka acks, Parquet files) at least this often
 
 
 class Observer:
@@ -143,6 +144,7 @@ class _Loop:
         engine.models = described[0]["models"]
         self.grid = described[0].get("grid") or self.cfg.grid
         self.committed = set(described[-1])
+        self.sink_incarnation = None
 
     # stream lifecycle ------------------------------------------------------------
     def _start(self, spec: InputSpec) -> StreamRun | None:
@@ -431,8 +433,11 @@ class _Loop:
                 self._emit(r, r.builder.gap(g.t_start, g.t_end, g.reason, model=f"{GAP_MODEL}: {g.reason}",
                                                  wall_start=g.wall_start))
                 r.op_state = None  # detectors compare with the previous cell; not across missing media
-        if self.live and r.held and not r.delivering:
-            self._deliver(r, None)
+        if self.live and not r.delivering and (r.held or r.unflushed):
+            # records go to the sinks as they close; a flush (Kafka acks, a Parquet file) every few seconds
+            due = time.monotonic() - r.last_flush >= LIVE_FLUSH_S
+            if r.held or due:
+                self._deliver(r, None, flush=due)
         if r.idle and not r.delivering and not r.finished:
             if getattr(r, "source_error", None) and not self.live:
                 self._fail(r, r.source_error)
@@ -444,13 +449,19 @@ class _Loop:
             else:
                 self._finish_ok(r)
 
-    def _deliver(self, r: StreamRun, commit_key: str | None, final: bool = False) -> None:
+    def _deliver(self, r: StreamRun, commit_key: str | None, final: bool = False, flush: bool = True) -> None:
         records, r.held = r.held, []
         r.delivering = True
-        ref = self.sink.deliver.remote(records, commit_key)
-        self.refs[ref] = ("sink", r, records, final)
+        if flush:
+            r.last_flush, r.unflushed = time.monotonic(), False
+        else:
+            r.unflushed = True
+        ref = self.sink.deliver.remote(records, commit_key, flush or final)
+        # until a flush succeeds, a restarted sink actor would have lost them: keep them to resend
+        r.unacked.extend(records)
+        self.refs[ref] = ("sink", r, records, final, flush or final)
 
-    def _on_sink(self, ref, r: StreamRun, records: list, final: bool) -> None:
+    def _on_sink(self, ref, r: StreamRun, records: list, final: bool, flushed: bool) -> None:
         r.delivering = False
         try:
             out = self.ray.get(ref)
@@ -462,6 +473,18 @@ class _Loop:
             errors = "; ".join(e[-1] for e in out["errors"].values() if e)
             self._fail(r, f"not committed, a sink lost records ({errors}); run again to redo it")
             return
+        if self.sink_incarnation not in (None, out["incarnation"]):
+            # the sink actor was restarted: what it had been given without a flush is gone; send it again
+            # (at-least-once: a record may arrive twice, with the same record_id)
+            for other in self.runs:
+                this = {id(x) for x in records} if other is r else set()
+                lost = [x for x in other.unacked if id(x) not in this]
+                other.unacked = [x for x in other.unacked if id(x) in this]
+                if lost and not other.finished:
+                    other.held[:0] = lost
+        self.sink_incarnation = out["incarnation"]
+        if flushed:
+            r.unacked = []
         now = _dt.datetime.now(_dt.timezone.utc)
         lag = max([(now - rec.produced_at).total_seconds() for rec in records] or [0.0])
         self.e._notify("records_delivered", len(records), lag)

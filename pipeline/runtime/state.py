@@ -115,6 +115,9 @@ class StreamRun:
         self.source_done = False
         self.closing = False
         self.delivering = False
+        self.unflushed = False                     # live: records written to the sinks but not flushed yet
+        self.last_flush = time.monotonic()
+        self.unacked: list = []                    # records sent since the last successful flush
         self.finished = False
         self.started = time.monotonic()
         self.oldest_cell_at: float | None = None   # when the oldest queued cell arrived (max wait)

@@ -156,3 +156,30 @@ def test_killing_an_operator_actor_mid_run_still_gives_all_records(clean_run, tm
     for kind in ("event", "action", "caption"):
         assert sorted(r["record_id"] for r in read(tmp_path / "o", kind)) == \
             sorted(r["record_id"] for r in read(out, kind)), kind
+
+
+class _KillSinkOnce(Observer):
+    """Kills the sink actor right after the first input was written and committed."""
+
+    def __init__(self, run_id):
+        self.run_id, self.killed = run_id, False
+
+    def records_delivered(self, n, lag_s):
+        import ray
+
+        if not self.killed:
+            self.killed = True
+            ray.kill(ray.get_actor(f"avgrid-{self.run_id}-sink", namespace="avgrid"), no_restart=False)
+
+
+def test_killing_the_sink_actor_mid_run_still_writes_and_commits_every_input(tmp_path, ray_local):
+    clips = [make_media(tmp_path / f"s{i}.mp4", MediaSpec(duration_s=3.0, flashes=(1.0,), clicks=())).path
+             for i in range(3)]
+    out = tmp_path / "o"
+    cfg = load_config(overrides={"out": str(out), "concurrency": 1})
+    killer = _KillSinkOnce("sinkkill")
+    summary = Engine(cfg, run_id="sinkkill", observers=[killer]).annotate(clips)
+    assert killer.killed and summary.exit_code == 0, summary.table()
+    assert {r["stream_id"] for r in read(out, "caption")} == {os.path.abspath(c) for c in clips}
+    again = Engine(cfg, run_id="sinkkill2").annotate(clips)      # all three committed: nothing to redo
+    assert [r.status for r in again.inputs] == ["skipped"] * 3
