@@ -22,12 +22,14 @@ class ProgressBars(Observer):
         self.t0 = time.monotonic()
         self.frames = 0
         self.total = tqdm(total=0, desc=f"all {n_inputs} inputs", unit="s", position=0, file=self.file,
-                          bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} media s {postfix}",
+                          bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} media s{postfix}",
                           dynamic_ncols=True)
         self.bars: dict[int, object] = {}
         self._slots: list[int] = []
 
     def stream_started(self, run: StreamRun) -> None:
+        if not self.bars and self.total.n == 0:
+            self.t0 = time.monotonic()      # x-realtime counts from the first stream, not from Ray start-up
         slot = next(i for i in range(1, len(self._slots) + 2) if i not in self._slots)
         self._slots.append(slot)
         total = run.result.duration_s or 0.0
@@ -35,7 +37,7 @@ class ProgressBars(Observer):
         self.total.refresh()
         name = os.path.basename(run.spec.display.rstrip("/")) or run.spec.display
         bar = self._tqdm(total=total or None, desc=name[-32:], unit="s", position=slot, leave=False, file=self.file,
-                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s {postfix}",
+                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s{postfix}",
                          dynamic_ncols=True)
         bar.slot, bar.t0, bar.frames = slot, time.monotonic(), 0
         self.bars[id(run)] = bar

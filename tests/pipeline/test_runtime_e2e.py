@@ -183,3 +183,33 @@ def test_killing_the_sink_actor_mid_run_still_writes_and_commits_every_input(tmp
     assert {r["stream_id"] for r in read(out, "caption")} == {os.path.abspath(c) for c in clips}
     again = Engine(cfg, run_id="sinkkill2").annotate(clips)      # all three committed: nothing to redo
     assert [r.status for r in again.inputs] == ["skipped"] * 3
+
+
+class _KillFirstDecoder(Observer):
+    """Kills the decoding actor of the first input once it delivered cells: a decoder crash."""
+
+    def __init__(self):
+        self.victim = None
+
+    def cells_annotated(self, run, cells, seconds):
+        import ray
+
+        if self.victim is None:
+            self.victim = run.spec.url
+            ray.kill(run.actor, no_restart=False)
+
+
+def test_a_crashing_decoder_fails_its_input_only(tmp_path, ray_local):
+    clips = [make_media(tmp_path / f"d{i}.mp4", MediaSpec(duration_s=8.0, flashes=(), clicks=())).path
+             for i in range(2)]
+    cfg = load_config(overrides={"out": str(tmp_path / "o"), "concurrency": 1, "max_inflight": 4,
+                                 "chunk_cells": 1, "max_batch": 1})
+    killer = _KillFirstDecoder()
+    summary = Engine(cfg, observers=[killer]).annotate(clips)
+    by_input = {r.input: r for r in summary.inputs}
+    assert summary.exit_code == 1
+    assert by_input[killer.victim].status == "failed" and "decoder process died" in by_input[killer.victim].reason
+    (other,) = [r for name, r in by_input.items() if name != killer.victim]
+    assert other.status == "ok" and other.cells == 8
+    # the failed input left nothing behind: a re-run will redo it
+    assert {r["stream_id"] for r in read(tmp_path / "o", "caption")} == {other.stream_id}
