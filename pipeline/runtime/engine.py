@@ -54,7 +54,7 @@ class Engine:
     """Runs inputs through sources -> operators -> record builder -> sinks on Ray."""
 
     def __init__(self, cfg: Config, *, run_id: str | None = None, observers: list[Observer] = (),
-                 source_options: dict | None = None, drain_s: float = 8.0, name_actors: bool = True,
+                 source_options: dict | None = None, drain_s: float = 5.0, name_actors: bool = True,
                  analyzer=None):
         self.cfg = cfg
         self.run_id = run_id or new_run_id()
@@ -193,6 +193,8 @@ class _Loop:
                 self._stop(now)
             if self.stopping_at is not None and now - self.stopping_at > self.e.drain_s:
                 self._abandon()
+                if now - self.stopping_at > self.e.drain_s + 1.0:
+                    self._hard_stop()     # a sink that does not answer must not keep the process alive
             while pending and self.stopping_at is None and (
                     self.live or sum(not r.finished for r in self.runs) < self.cfg.concurrency):
                 self._start(pending.popleft())
@@ -239,6 +241,15 @@ class _Loop:
                 r.pull_ref = None
         for ref in [k for k, v in self.refs.items() if v[0] == "op"]:
             self.refs.pop(ref)
+
+    def _hard_stop(self) -> None:
+        for r in self.runs:
+            if not r.finished:
+                if r.held:
+                    self.sink.deliver.remote(r.held, None, True)   # best effort; close() flushes it
+                    r.held = []
+                self._finish_ok(r)
+        self.refs.clear()
 
     # sources -----------------------------------------------------------------------
     def _maybe_pull(self, r: StreamRun) -> None:
@@ -500,7 +511,8 @@ class _Loop:
     def shutdown(self) -> None:
         ray = self.ray
         try:
-            ray.get(self.sink.close.remote(), timeout=30)
+            # a stopping live run has a deadline (SIGTERM: exit within 10 s); archives wait longer
+            ray.get(self.sink.close.remote(), timeout=2.0 if self.stopping_at is not None else 60.0)
         except Exception:
             pass
         for a in self.pool + [self.sink] + [r.actor for r in self.runs]:
