@@ -27,7 +27,6 @@ def ray_local():
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
     """A small bundle trained for a few epochs on generated scenes (trained, not random weights)."""
-    from operators.fusion import Bundle  # noqa: F401
     from operators.fusion.bundle import default_preprocessing
     from operators.fusion.features import CellFeaturizer
     from pipeline.synthdata import make_cells

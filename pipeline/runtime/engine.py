@@ -22,10 +22,9 @@ import datetime as _dt
 import threading
 import time
 import uuid
-from pathlib import Path
 
 from pipeline.config import Config
-from pipeline.errors import ConfigError, SourceError
+from pipeline.errors import ConfigError
 from pipeline.grid import Cell, Gap
 from pipeline.redact import redact
 from pipeline.runtime.builder import CellSpan, Draft, RecordBuilder

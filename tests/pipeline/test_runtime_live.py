@@ -185,3 +185,17 @@ def test_sigterm_drains_flushes_and_exits_0_within_10_s(tmp_path):
     for name in ("avgrid_cells_total", "avgrid_cells_per_second", "avgrid_stage_seconds_bucket",
                  "avgrid_queue_depth_cells", "avgrid_dropped_cells", "avgrid_reconnects", "avgrid_sink_lag_seconds"):
         assert name in metrics, name
+
+
+def test_an_unreachable_camera_fails_with_its_password_masked(tmp_path, ray_local, capsys):
+    from pipeline.cli import main
+
+    # nothing listens on this port: the open fails at once
+    rc = main(["run", "cam=rtsp://admin:hunter2@127.0.0.1:18698/live", "synthetic:?realtime=true",
+               "--duration", "3", "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "hunter2" not in captured.out + captured.err
+    failures = [ln for ln in captured.out.splitlines() if ln.startswith("  cam=")]
+    assert failures and "admin:***@127.0.0.1:18698" in failures[0] and "cannot open" in failures[0]
+    assert read(tmp_path / "out", "caption")          # the other source still ran
