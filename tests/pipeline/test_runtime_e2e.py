@@ -141,7 +141,7 @@ class _KillOperatorOnce(Observer):
         import ray
 
         if self.killed_pid is None:
-            actor = ray.get_actor(f"avgrid-{self.run_id}-operator-0", namespace="avgrid")
+            actor = ray.get_actor(f"avgrid-{self.run_id}-operator-0")
             self.killed_pid = ray.get(actor.pid.remote())
             ray.kill(actor, no_restart=False)
 
@@ -169,7 +169,7 @@ class _KillSinkOnce(Observer):
 
         if not self.killed:
             self.killed = True
-            ray.kill(ray.get_actor(f"avgrid-{self.run_id}-sink", namespace="avgrid"), no_restart=False)
+            ray.kill(ray.get_actor(f"avgrid-{self.run_id}-sink"), no_restart=False)
 
 
 def test_killing_the_sink_actor_mid_run_still_writes_and_commits_every_input(tmp_path, ray_local):
