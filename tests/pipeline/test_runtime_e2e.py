@@ -213,3 +213,21 @@ def test_a_crashing_decoder_fails_its_input_only(tmp_path, ray_local):
     assert other.status == "ok" and other.cells == 8
     # the failed input left nothing behind: a re-run will redo it
     assert {r["stream_id"] for r in read(tmp_path / "o", "caption")} == {other.stream_id}
+
+
+def test_inspect_reports_counts_coverage_labels_and_schema(clean_run, capsys):
+    from pipeline.inspect import inspect_dir
+
+    truth, out, _ = clean_run
+    rep = inspect_dir(out)
+    stream = os.path.abspath(truth.path)
+    assert set(rep) == {"action", "event", "caption"}
+    for kind in rep:
+        assert rep[kind]["records"] == len(read(out, kind)) and rep[kind]["schema_versions"] == [1]
+        assert rep[kind]["duplicates"] == 0 and rep[kind]["files"] >= 1
+    assert rep["caption"]["streams"][stream]["covered_s"] == pytest.approx(SPEC.duration_s)
+    assert (rep["caption"]["streams"][stream]["t_start"], rep["caption"]["streams"][stream]["t_end"]) == (0.0, 10.0)
+    assert dict(rep["event"]["top"])["flash"] == len([e for e in read(out, "event") if e["label"] == "flash"])
+    assert main(["inspect", out]) == 0
+    text = capsys.readouterr().out
+    assert f"event: {rep['event']['records']} records" in text and stream in text
