@@ -38,6 +38,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         if address:
             ray.init(address=address, **common)
         else:
+            _loopback_only(ray)
             ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
     except ConnectionError as e:
         raise ConfigError(f"--ray-address {redact(address or '')}: cannot join the Ray cluster: {e}") from None
@@ -47,6 +48,22 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         yield ray
     finally:
         ray.shutdown()
+
+
+def _loopback_only(ray) -> None:
+    """Keep an embedded instance on 127.0.0.1.
+
+    Ray 2.60 turns ``_node_ip_address="127.0.0.1"`` into the machine's routable address and
+    binds GCS, raylet and workers there (or on every interface). Its own switch for
+    single-machine use (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the default on macOS and
+    Windows) makes it use loopback instead. The environment variable reaches Ray's child
+    processes; the constant covers a ``ray`` that this process imported already.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:
+        ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+    except AttributeError:  # a Ray without the switch: nothing more to do
+        pass
 
 
 def cluster_cpus() -> float:

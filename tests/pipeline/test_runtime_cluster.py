@@ -41,10 +41,29 @@ def _node_args(p):
             f"--min-worker-port={p['workers'][0]}", f"--max-worker-port={p['workers'][1]}", "--num-cpus=1", "--block"]
 
 
+# `ray start --node-ip-address=127.0.0.1` would replace 127.0.0.1 by the machine's routable address
+# (and bind there); with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 in the environment every Ray process
+# uses loopback instead, but the `ray start` command then refuses to add a second node. This wrapper
+# lifts only that refusal and keeps the address as given, so the whole cluster stays on 127.0.0.1.
+RAY_START_LOOPBACK = (
+    "import sys, ray._private.ray_constants as c, ray._private.services as s\n"
+    "c.ENABLE_RAY_CLUSTER = True\n"
+    "s.resolve_ip_for_localhost = lambda host: host\n"
+    "from ray.scripts.scripts import main\n"
+    "sys.argv = ['ray', 'start', *sys.argv[1:]]\n"
+    "main()\n"
+)
+
+
 def _start(args, env):
     # own session, so the whole node (raylet, GCS, workers) can be stopped by its process group
-    return subprocess.Popen([RAY, "start", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-c", RAY_START_LOOPBACK, *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _listening_addresses(names=("gcs_server", "raylet")):
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    return {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if any(f'"{n}"' in line for n in names)}
 
 
 def _stop(proc):
@@ -76,6 +95,9 @@ def _wait_nodes(address, n, env, procs, timeout_s=90):
     raise AssertionError(f"the cluster at {address} did not reach {n} nodes")
 
 
+LOOPBACK = {"127.0.0.1", "[::ffff:127.0.0.1]"}
+
+
 def record_ids(out):
     ids = set()
     for kind in ("action", "event", "caption"):
@@ -92,7 +114,8 @@ def two_node_cluster(tmp_path):
         pytest.skip("ports 18600-18617 are taken")
     temp = f"/tmp/avgrid-ray-{uuid.uuid4().hex[:8]}"     # short: Ray's socket paths have a length limit
     # Ray 2.60 clusters use token auth (~/.ray/auth_token); a joining driver must be told to send it
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "PYTHONPATH": REPO}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "PYTHONPATH": REPO,
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     head = _start(["--head", f"--port={HEAD['port']}", f"--dashboard-port={HEAD['dashboard']}",
                    "--include-dashboard=false", f"--temp-dir={temp}", *_node_args(HEAD)], env)
     nodes = [head]
@@ -101,6 +124,7 @@ def two_node_cluster(tmp_path):
         _wait_nodes(address, 1, env, nodes)
         nodes.append(_start([f"--address={address}", *_node_args(NODE2)], env))
         _wait_nodes(address, 2, env, nodes)
+        assert _listening_addresses() <= LOOPBACK, f"the test cluster must listen on loopback only: {_listening_addresses()}"
         yield address, env
     finally:
         for proc in reversed(nodes):
@@ -124,3 +148,21 @@ def test_two_node_cluster_gives_the_same_record_ids_as_local_mode(tmp_path, two_
     assert local.returncode == 0, local.stdout + local.stderr
     ids = record_ids(tmp_path / "cluster")
     assert ids and ids == record_ids(tmp_path / "local")
+
+
+def test_embedded_ray_binds_loopback_only():
+    """The default local Ray (what `avgrid annotate` starts) must not listen beyond 127.0.0.1."""
+    code = ("import subprocess\n"
+            "from pipeline.runtime.cluster import ray_session\n"
+            "with ray_session(num_cpus=1) as ray:\n"
+            "    print([n['NodeManagerAddress'] for n in ray.nodes()], ray.get_runtime_context().gcs_address)\n"
+            "    print(subprocess.run(['ss', '-ltnpH'], capture_output=True, text=True).stdout)\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, "PYTHONPATH": REPO},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"['127.0.0.1'] 127.0.0.1:{lines[0].rsplit(':', 1)[1]}"
+    ray_sockets = [ln for ln in lines[1:] if '"gcs_server"' in ln or '"raylet"' in ln]
+    assert ray_sockets, "no Ray listening sockets found"
+    assert {ln.split()[3].rsplit(":", 1)[0] for ln in ray_sockets} <= LOOPBACK
