@@ -23,3 +23,16 @@ def kafka() -> str:
             pytest.fail(f"Kafka broker not reachable at {addr}; `make test` starts it with deploy/kafka/kafka.sh up")
         pytest.skip(f"Kafka broker not reachable at {addr} (run `make kafka-up`)")
     return addr
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded Ray for the whole session (ray.init costs seconds); the engine reuses it.
+
+    Started through the runtime's own bootstrap, so tests run Ray the way users do:
+    bound to 127.0.0.1, dashboard off.
+    """
+    from pipeline.runtime.cluster import ray_session
+
+    with ray_session(num_cpus=2) as ray:
+        yield ray

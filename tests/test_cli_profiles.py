@@ -3,25 +3,13 @@ profile without its weights is a clear configuration error, `avgrid models` list
 
 import os
 
-import pyarrow.dataset as ds
 import pytest
 import torch
 
 from pipeline.cli import main
+from pipeline.records import KINDS
+from tests.datasets import read_kind
 from tests.media import MediaSpec, make_media
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 namespace="avgrid")
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +35,7 @@ def bundle_dir(tmp_path_factory):
 
 
 def kinds(out):
-    return {k: ds.dataset(os.path.join(out, k), partitioning="hive").to_table().to_pylist()
-            for k in ("action", "event", "sentiment", "caption") if os.path.isdir(os.path.join(out, k))}
+    return {k: rows for k in KINDS if (rows := read_kind(out, k))}
 
 
 def test_bundle_profile_writes_all_four_kinds_named_by_the_bundle(tmp_path, bundle_dir, ray_local):

@@ -5,37 +5,16 @@ import json
 import os
 import uuid
 
-import pyarrow.dataset as ds
 import pytest
 
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.runtime import Engine, Observer
+from tests.datasets import read_kind as read
 from tests.media import MediaSpec, make_media
 
 HOP_S = 1.0
 SPEC = MediaSpec(duration_s=10.0, width=320, height=240, flashes=(2.0, 7.0), cuts=(5.0,), clicks=(4.0, 8.0))
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    """One embedded Ray for this module (ray.init costs seconds); the engine reuses it."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 namespace="avgrid")
-    yield ray
-    if started:
-        ray.shutdown()
-
-
-def read(out, kind):
-    path = os.path.join(out, kind)
-    if not os.path.isdir(path):
-        return []
-    return ds.dataset(path, format="parquet", partitioning="hive").to_table().to_pylist()
 
 
 @pytest.fixture(scope="module")

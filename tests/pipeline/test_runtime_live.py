@@ -9,36 +9,16 @@ import threading
 import time
 import urllib.request
 
-import pyarrow.dataset as ds
 import pytest
 
 from pipeline.config import load_config
 from pipeline.metrics import Metrics
 from pipeline.runtime import Engine, Observer
+from tests.datasets import read_kind as read
 from tests.media import MediaSpec, make_media
 from tests.servers import have_ffmpeg_cli, have_gst_rtsp, rtsp_server, udp_ts_sender
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 namespace="avgrid")
-    yield ray
-    if started:
-        ray.shutdown()
-
-
-def read(out, kind):
-    path = os.path.join(out, kind)
-    if not os.path.isdir(path):
-        return []
-    return ds.dataset(path, format="parquet", partitioning="hive").to_table().to_pylist()
 
 
 def by_stream(rows, stream):
