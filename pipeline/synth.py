@@ -206,7 +206,20 @@ def make_media(path: str | Path, spec: MediaSpec = MediaSpec(), fmt: str = "mp4"
     Raises ``av.error.*`` / ``ValueError`` when an encoder is missing from this FFmpeg build
     (use :func:`available_formats` to skip those).
     """
-    path = Path(path)
+    spec = encode(path, spec, fmt, frame_fn=render_frame, audio_fn=render_audio)
+    truth = GroundTruth(str(path), spec, fmt, ground_truth_events(spec))
+    Path(str(path) + ".truth.json").write_text(truth.to_json())
+    return truth
+
+
+def encode(path: str | Path, spec: MediaSpec, fmt: str, *, frame_fn, audio_fn) -> MediaSpec:
+    """Encode any rendered content with FFmpeg through PyAV; returns ``spec`` with the sample rate used.
+
+    ``frame_fn(spec, t)`` gives the RGB frame (H, W, 3) uint8 at each time of :func:`frame_times`;
+    ``audio_fn(spec)`` gives mono float32 samples at ``spec.sample_rate_hz`` starting at
+    ``spec.audio_start_s`` (or ``start_time_s``). Opus forces 48 kHz, so the returned spec says
+    which rate the audio was rendered at.
+    """
     cfmt, vcodec, acodec, _ = FORMATS[fmt]
     sr = 48_000 if acodec == "libopus" else spec.sample_rate_hz
     spec = dataclasses.replace(spec, sample_rate_hz=sr)
@@ -223,7 +236,7 @@ def make_media(path: str | Path, spec: MediaSpec = MediaSpec(), fmt: str = "mp4"
         vs = _video_stream(container, vcodec, spec, tb) if spec.video else None
         as_ = _audio_stream(container, acodec, sr) if spec.audio else None
         # interleave by time: encode audio chunks up to each frame time
-        audio = render_audio(spec) if as_ is not None else np.zeros(0, np.float32)
+        audio = audio_fn(spec) if as_ is not None else np.zeros(0, np.float32)
         a0 = spec.audio_start_s if spec.audio_start_s is not None else spec.start_time_s
         a_pos = 0
         chunk = 1024
@@ -249,7 +262,7 @@ def make_media(path: str | Path, spec: MediaSpec = MediaSpec(), fmt: str = "mp4"
             for i, t in enumerate(frame_times(spec)):
                 if cfmt != "avi":  # avi derives timestamps from packet order: audio first shifts video
                     push_audio(t)
-                vf = av.VideoFrame.from_ndarray(render_frame(spec, t), format="rgb24")
+                vf = av.VideoFrame.from_ndarray(frame_fn(spec, t), format="rgb24")
                 vf.pts = int(round(t / tb)) if cfmt != "avi" else i + int(round(spec.start_time_s * spec.video_fps))
                 vf.time_base = tb
                 container.mux(vs.encode(vf))
@@ -259,9 +272,7 @@ def make_media(path: str | Path, spec: MediaSpec = MediaSpec(), fmt: str = "mp4"
             for rf in resampler.resample(None):
                 container.mux(as_.encode(rf))
             container.mux(as_.encode())
-    truth = GroundTruth(str(path), spec, fmt, ground_truth_events(spec))
-    Path(str(path) + ".truth.json").write_text(truth.to_json())
-    return truth
+    return spec
 
 
 def available_formats() -> list[str]:

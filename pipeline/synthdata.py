@@ -33,13 +33,11 @@ import dataclasses
 import json
 import zlib
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
-from pipeline.synth import FORMATS, MediaSpec, _audio_stream, _video_stream, render_audio
+from pipeline.synth import FORMATS, MediaSpec, encode, render_audio
 
 ACTIONS = ("move_left", "move_right", "move_up", "move_down", "stand_still")
 EVENTS = (("beep", "audio"), ("noise_burst", "audio"), ("flash", "visual"), ("scene_cut", "visual"),
@@ -215,41 +213,12 @@ def make_cells(n_clips: int, *, clip_seconds: int = 8, seed: int = 0, fps: float
 
 
 def encode_scene(path: str | Path, s: Scene, *, fmt: str = "mp4", video_fps: float = 8.0) -> Path:
-    """Encode a scene with FFmpeg through PyAV (video at ``video_fps``, audio at 16 kHz)."""
-    path = Path(path)
-    cfmt, vcodec, acodec, _ = FORMATS[fmt]
-    sr = 48_000 if acodec == "libopus" else SAMPLE_RATE_HZ
-    tb = Fraction(1, 90_000)
-    spec = MediaSpec(duration_s=s.seconds, width=s.width, height=s.height, video_fps=video_fps, sample_rate_hz=sr)
-    audio = render_scene_audio(s, sr)
-    with av.open(str(path), "w", format=cfmt) as c:
-        vs = _video_stream(c, vcodec, spec, tb)
-        as_ = _audio_stream(c, acodec, sr)
-        resampler = av.AudioResampler(format=as_.codec_context.format or "fltp", layout="mono", rate=sr,
-                                      frame_size=as_.codec_context.frame_size or 1024)
-        chunk, pos = 1024, 0
-
-        def push_audio(until_s: float):   # interleave: audio up to each frame's time
-            nonlocal pos
-            while pos < len(audio) and pos / sr <= until_s:
-                frame = av.AudioFrame.from_ndarray(audio[None, pos:pos + chunk], format="flt", layout="mono")
-                frame.sample_rate, frame.pts, frame.time_base = sr, pos, Fraction(1, sr)
-                for rf in resampler.resample(frame):
-                    c.mux(as_.encode(rf))
-                pos += chunk
-
-        for i in range(int(s.seconds * video_fps)):
-            t = i / video_fps
-            push_audio(t)
-            vf = av.VideoFrame.from_ndarray(render_scene_frame(s, t), format="rgb24")
-            vf.pts, vf.time_base = int(round(t / tb)), tb
-            c.mux(vs.encode(vf))
-        c.mux(vs.encode())
-        push_audio(float("inf"))
-        for rf in resampler.resample(None):
-            c.mux(as_.encode(rf))
-        c.mux(as_.encode())
-    return path
+    """Encode a scene with FFmpeg through PyAV (video at ``video_fps``, audio at 16 kHz, 48 kHz for opus)."""
+    spec = MediaSpec(duration_s=s.seconds, width=s.width, height=s.height, video_fps=video_fps,
+                     sample_rate_hz=SAMPLE_RATE_HZ)
+    encode(path, spec, fmt, frame_fn=lambda _spec, t: render_scene_frame(s, t),
+           audio_fn=lambda sp: render_scene_audio(s, sp.sample_rate_hz))
+    return Path(path)
 
 
 def make_dataset(out_dir: str | Path, *, n_clips: int, clip_seconds: int = 8, seed: int = 0, fmt: str = "mp4",
