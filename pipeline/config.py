@@ -74,7 +74,7 @@ HELP: dict[str, str] = {
                "encoders + Kinetics actions; needs their weights), bundle (a trained bundle, see --bundle)",
     "bundle": "trained fusion bundle directory (implies --profile bundle)",
     "action_model": "standard profile: the Kinetics-400 video classifier (r2plus1d_18, s3d, mvit_v2_s, swin3d_t)",
-    "action_weights": "standard profile: weights file of --action-model (default: torchvision's cache)",
+    "action_weights": "standard profile: weights file of --action-model",
     "ray_address": "join an existing Ray cluster (HOST:PORT) instead of starting a local one on 127.0.0.1",
     "metrics_port": "serve Prometheus metrics on 127.0.0.1:PORT (cells/s, stage latency, queues, drops, sink lag)",
     "metrics_host": "address the metrics endpoint binds to (0.0.0.0 exposes it, e.g. to a Prometheus in Kubernetes)",
