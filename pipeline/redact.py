@@ -10,7 +10,7 @@ MASK = "***"
 # scheme://user:password@host  ->  scheme://user:***@host ; also catches URLs inside longer text.
 _URL_CRED = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
 # query parameters that commonly carry secrets
-_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|pass|token|access_token|secret|key|auth|sig|signature)=)([^&\s#]+)")
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|pass|passphrase|token|access_token|secret|key|auth|sig|signature)=)([^&\s#]+)")
 
 
 def redact(text: str) -> str:
@@ -18,6 +18,8 @@ def redact(text: str) -> str:
 
     >>> redact("rtsp://admin:hunter2@cam1:554/live?token=abc&x=1")
     'rtsp://admin:***@cam1:554/live?token=***&x=1'
+    >>> redact("srt://cam2:9000?mode=caller&passphrase=0123456789ab&latency=200")
+    'srt://cam2:9000?mode=caller&passphrase=***&latency=200'
     """
     if not text:
         return text
