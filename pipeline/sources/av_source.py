@@ -17,6 +17,8 @@ What a user can rely on:
   ``reconnect``), and one timeline that keeps pace with the wall clock across outages and resets.
   ``wall_start`` is the estimated capture time: the smallest (arrival - PTS) seen in the
   segment, so it errs late by network and sender latency, never early for a real camera.
+* ``srt://``: PyAV's FFmpeg has no SRT, so the ffmpeg CLI relays it as MPEG-TS on a pipe
+  (:mod:`pipeline.sources.relay`); everything above holds for it too.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from av.video.reformatter import VideoReformatter
 from pipeline.errors import SourceError
 from pipeline.grid import Gap, GridAligner, GridConfig
 from pipeline.sources.base import Source, SourceOptions, log
+from pipeline.sources.relay import RELAYED_SCHEMES, FfmpegRelay, can_relay
 
 
 def _ffmpeg_options(url: str, opts: SourceOptions) -> tuple[str | None, dict[str, str]]:
@@ -90,6 +93,7 @@ class AVSource(Source):
         self._live_gap = ""             # live: reason of the gap to emit before the next segment's first cell
         self._gap_extra: dict = {}      # and what caused it (a reconnect's last error, attempts)
         self._pace0: tuple[float, float] | None = None   # realtime files: (monotonic, media s) of the first cell
+        self._relay: FfmpegRelay | None = None   # set when PyAV's FFmpeg lacks the protocol (srt://)
         self._container = self._open()     # fail early: a bad input raises here, in the caller's thread
         if auto_live and self._container.format.name == "hls" and self._container.duration:
             self.is_live = False           # a VOD playlist (it has a total duration): read it once, like a file
@@ -105,19 +109,35 @@ class AVSource(Source):
         self._blocking("open", self.options.open_timeout_s if self.is_live else None)
         started = time.monotonic()
         try:
-            c = av.open(self._url, format=fmt, options=opts, timeout=timeout)
+            if self._relay is None:
+                try:
+                    c = av.open(self._url, format=fmt, options=opts, timeout=timeout)
+                except av.ProtocolNotFoundError:
+                    if not can_relay(self._url):
+                        raise
+                    self._relay = FfmpegRelay(self._url)
+            if self._relay is not None:
+                c = av.open(self._relay.start(), format="mpegts", timeout=timeout)
         except (av.FFmpegError, OSError, ValueError) as e:
             reason = _reason(e)
+            scheme = urlsplit(self._url).scheme
             if isinstance(e, av.ProtocolNotFoundError):
-                scheme = urlsplit(self._url).scheme
                 reason = f"the FFmpeg inside PyAV {av.__version__} has no '{scheme}' protocol"
+                if scheme.lower() in RELAYED_SCHEMES:
+                    reason += ", and no ffmpeg CLI on PATH has it to relay it (Debian: apt-get install ffmpeg)"
             if self.is_live and time.monotonic() - started >= 0.9 * self.options.open_timeout_s:
                 reason = f"no answer within {self.options.open_timeout_s:g} s ({reason})"
+            if self._relay is not None:
+                reason = (f"via the ffmpeg CLI relay (the FFmpeg inside PyAV has no '{scheme}' protocol): "
+                          f"{self._relay.explain(reason)}")
+                self._relay.stop()
             raise SourceError(self._url, f"cannot open: {reason}") from None
         finally:
             self._blocking("", None)
         if not c.streams.video and not c.streams.audio:
             c.close()
+            if self._relay is not None:
+                self._relay.stop()
             raise SourceError(self._url, "no audio or video stream")
         return c
 
@@ -128,6 +148,13 @@ class AVSource(Source):
                 c.close()
             except Exception:  # noqa: BLE001  (closing a broken stream must not mask the real error)
                 pass
+        if self._relay is not None:
+            self._relay.stop()
+
+    def close(self) -> None:
+        if self._relay is not None:
+            self._relay.close()      # a read blocked on the relay's pipe sees end of file at once
+        super().close()
 
     # -- read --------------------------------------------------------------------------------
     def _produce(self) -> None:
