@@ -1,7 +1,7 @@
 """Real servers for source tests (and the runtime's tests): RTSP, silent TCP, UDP MPEG-TS, HLS.
 
 Every helper is a context manager that yields an object with a ``url``; leaving the block stops
-everything it started. Ports come from 18500-18599 (:func:`free_port`).
+everything it started. Ports come from 18500-18599 (:func:`free_port`), SRT's from 18700-18749.
 
     from tests.servers import rtsp_server, rtmp_server, silent_tcp_server, udp_ts_sender, udp_ts_replay, hls_server
 
@@ -14,6 +14,8 @@ everything it started. Ports come from 18500-18599 (:func:`free_port`).
         srv.url                                  #   rtmp://127.0.0.1:PORT/live/stream
     with udp_ts_sender("clip.ts") as snd:        # ffmpeg CLI sends MPEG-TS in real time, looping
         snd.url                                  #   udp://127.0.0.1:PORT ; snd.stop(); snd.start()
+    with srt_sender("clip.ts", passphrase=pw) as snd:  # ffmpeg CLI as an SRT listener, real time, looping
+        snd.url                                  #   srt://127.0.0.1:PORT?mode=caller&passphrase=pw ; stop(); start()
     with udp_ts_replay("joined.ts", 6.0) as snd: # a TS file's bytes as they are (timestamp resets
         snd.url; snd.done.wait()                 #   kept), paced over 6 s of wall time
     with hls_server("clip.mp4") as srv:          # ffmpeg writes a live HLS playlist, http.server serves it
@@ -47,12 +49,12 @@ _taken: set[int] = set()
 _lock = threading.Lock()
 
 
-def free_port() -> int:
-    """A port in 18500-18599 that is free for both TCP and UDP on 127.0.0.1 right now.
+def free_port(ports: range = PORTS) -> int:
+    """A port in ``ports`` (default 18500-18599) that is free for both TCP and UDP on 127.0.0.1 now.
 
     Tried in random order, so test processes running side by side rarely race for the same one."""
     with _lock:
-        for port in random.sample(PORTS, len(PORTS)):
+        for port in random.sample(ports, len(ports)):
             if port in _taken:
                 continue
             try:
@@ -63,7 +65,7 @@ def free_port() -> int:
                 continue
             _taken.add(port)
             return port
-    raise RuntimeError("no free port in 18500-18599")
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 def _release_port(port: int) -> None:
@@ -94,18 +96,20 @@ def _wait_port(port: int, timeout_s: float = 15.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
-def _wait_listening(port: int, timeout_s: float = 15.0) -> None:
-    """Wait until a TCP socket listens on ``port`` without connecting to it (a one-client server
-    such as ``ffmpeg -listen 1`` would spend its only client on the check)."""
+def _wait_listening(port: int, timeout_s: float = 15.0, proto: str = "tcp") -> None:
+    """Wait until a TCP socket listens on ``port`` (``proto="udp"``: a UDP socket is bound to it)
+    without connecting to it (a one-client server such as ``ffmpeg -listen 1`` would spend its only
+    client on the check)."""
     needle = f":{port:04X} "
+    state = "0A" if proto == "tcp" else "07"     # TCP_LISTEN; bound UDP sockets show TCP_CLOSE
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for table in (f"/proc/net/{proto}", f"/proc/net/{proto}6"):
             try:
                 rows = Path(table).read_text().splitlines()[1:]
             except OSError:
                 continue
-            if any(needle in r.split()[1] + " " and r.split()[3] == "0A" for r in rows):
+            if any(needle in r.split()[1] + " " and r.split()[3] == state for r in rows):
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port} after {timeout_s} s")
@@ -249,6 +253,44 @@ class UdpTsSender:
 @contextmanager
 def udp_ts_sender(media: str, port: int | None = None):
     snd = UdpTsSender(str(media), port)
+    snd.start()
+    try:
+        yield snd
+    finally:
+        snd.stop()
+        _release_port(snd.port)
+
+
+SRT_PORTS = range(18700, 18750)
+
+
+class SrtSender:
+    """``ffmpeg -re -stream_loop -1 -i MEDIA -c copy -f mpegts srt://127.0.0.1:PORT?mode=listener``:
+    an SRT listener that streams MEDIA (MPEG-TS) in real time to the caller that connects, optionally
+    encrypted with ``passphrase`` (10-79 characters). ``url`` is the caller's URL (passphrase included)."""
+
+    def __init__(self, media: str, port: int | None = None, passphrase: str | None = None):
+        self.media, self.passphrase = media, passphrase
+        self.port = port or free_port(SRT_PORTS)
+        secret = f"&passphrase={passphrase}" if passphrase else ""
+        self.url = f"srt://127.0.0.1:{self.port}?mode=caller{secret}"
+        self._listen_url = f"srt://127.0.0.1:{self.port}?mode=listener{secret}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-loglevel", "quiet", "-re", "-stream_loop", "-1", "-i", self.media, "-c", "copy",
+             "-f", "mpegts", self._listen_url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_listening(self.port, proto="udp")
+
+    def stop(self) -> None:
+        """SIGKILL: the stream stops the way a crashed encoder stops it (no SRT shutdown message)."""
+        _stop(self.proc, signal.SIGKILL)
+
+
+@contextmanager
+def srt_sender(media: str, port: int | None = None, passphrase: str | None = None):
+    snd = SrtSender(str(media), port, passphrase)
     snd.start()
     try:
         yield snd

@@ -1,0 +1,172 @@
+"""``srt://`` sources through the ffmpeg CLI relay, against a real SRT sender (ffmpeg as listener)."""
+
+from __future__ import annotations
+
+import doctest
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import pipeline.redact
+from pipeline.errors import SourceError
+from pipeline.grid import Cell, Gap
+from pipeline.redact import redact
+from pipeline.sources import SourceOptions, open_source
+from pipeline.sources.relay import cli_input_protocols
+from tests.media import MediaSpec, make_media
+from tests.pipeline.test_sources_live import FAST, GRID, check_contiguous, event_cells
+from tests.servers import srt_sender
+
+SECRET = "srt-s3cr3t-passphrase"
+needs_srt = pytest.mark.skipif("srt" not in cli_input_protocols(), reason="no ffmpeg CLI with the srt protocol")
+
+
+@pytest.fixture(scope="module")
+def ts_clip(tmp_path_factory):
+    """10 s H.264 + AAC in MPEG-TS with a flash and a click together at 2.3 s."""
+    path = tmp_path_factory.mktemp("srt") / "cam.ts"
+    return make_media(path, MediaSpec(duration_s=10.0, flashes=(2.3,), clicks=(2.3,)), "ts").path
+
+
+def relay_pids(port: int) -> list[int]:
+    """ffmpeg processes (ours or not) reading from ``srt://...:port`` as callers: avgrid's relays."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"ffmpeg" in c for c in cmd[:1]) and any(f":{port}?mode=caller".encode() in c for c in cmd):
+            pids.append(int(d.name))
+    return pids
+
+
+def wait_gone(pids, timeout_s: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{p}").exists() and "Z" not in _state(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_passphrase_is_masked():
+    assert redact("srt://h:9000?mode=caller&passphrase=abcdefghij12&latency=20") == \
+        "srt://h:9000?mode=caller&passphrase=***&latency=20"
+    assert doctest.testmod(pipeline.redact).failed == 0
+
+
+@needs_srt
+@pytest.mark.timeout(90)
+def test_srt_sender_restart_reconnects_with_a_gap_and_keeps_the_passphrase_secret(ts_clip, caplog):
+    caplog.set_level(logging.DEBUG)
+    with srt_sender(ts_clip, passphrase=SECRET) as snd:
+        items: list[Cell | Gap] = []
+        with open_source(snd.url, GRID, options=FAST) as src:
+            assert src.is_live and SECRET not in src.source + src.stream_id and "passphrase=***" in src.source
+            assert len(relay_pids(snd.port)) == 1
+            for item in src:
+                items.append(item)
+                if len(items) == 4:                      # mid-stream: the encoder dies and comes back
+                    snd.stop()
+                    time.sleep(1.0)
+                    snd.start()
+                gaps = [i for i in items if isinstance(i, Gap)]
+                if gaps and len(items) - items.index(gaps[0]) > 3:
+                    break
+            relays = relay_pids(snd.port)
+        assert relays and wait_gone(relays), "the relay outlived its source"
+    gaps = [i for i in items if isinstance(i, Gap)]
+    assert [g.reason for g in gaps] == ["reconnect"]
+    k = items.index(gaps[0])
+    before, after = items[:k], items[k + 1:]
+    check_contiguous(before)
+    check_contiguous(after)
+    assert {c.segment for c in before} == {0} and {c.segment for c in after} == {1}
+    gap = gaps[0]
+    assert gap.t_start == pytest.approx(before[-1].t_end) and after[0].t_start == pytest.approx(gap.t_end)
+    assert gap.t_end - gap.t_start >= 1.0 and gap.extra["attempts"] >= 1
+    assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.95 for c in before[:-1] + after[:-1])
+    # the sender plays the clip from its start on each connection: flash and click together in cell 2
+    for seg in (before, after):
+        assert event_cells(seg) == ({2}, {2})
+    for item in items:
+        assert SECRET not in item.source + item.stream_id + str(item.extra if isinstance(item, Gap) else "")
+    assert SECRET not in caplog.text and "reconnect" in caplog.text
+
+
+@needs_srt
+@pytest.mark.timeout(60)
+def test_wrong_passphrase_fails_with_the_relays_reason_masked(ts_clip):
+    wrong = "not-the-" + SECRET
+    with srt_sender(ts_clip, passphrase=SECRET) as snd:
+        url = snd.url.replace(SECRET, wrong)
+        with pytest.raises(SourceError) as err:
+            open_source(url, GRID, options=SourceOptions(open_timeout_s=5, read_timeout_s=2))
+        assert not relay_pids(snd.port)
+    msg = str(err.value)
+    assert "ffmpeg CLI relay" in msg and "exited with status" in msg and "passphrase=***" in msg
+    assert SECRET not in msg and wrong not in msg
+
+
+@needs_srt
+@pytest.mark.timeout(60)
+def test_close_from_another_thread_kills_the_relay(ts_clip):
+    with srt_sender(ts_clip) as snd:
+        src = open_source(snd.url, GRID, options=SourceOptions(read_timeout_s=60))
+        it = iter(src)
+        assert isinstance(next(it), Cell)
+        relays = relay_pids(snd.port)
+        assert len(relays) == 1
+        threading.Timer(0.5, src.close).start()
+        started = time.monotonic()
+        rest = list(it)
+        assert time.monotonic() - started < 3.0
+        assert wait_gone(relays)
+    assert all(isinstance(i, Cell) for i in rest)
+
+
+_CHILD = """
+import sys, time
+from pipeline.grid import GridConfig
+from pipeline.sources import open_source
+src = open_source(sys.argv[1], GridConfig(frame_height=48, frame_width=64))
+next(iter(src))
+print("READING", flush=True)
+time.sleep(60)
+"""
+
+
+@needs_srt
+@pytest.mark.timeout(60)
+def test_relay_dies_with_a_killed_avgrid_process(ts_clip):
+    with srt_sender(ts_clip) as snd:
+        child = subprocess.Popen([sys.executable, "-c", _CHILD, snd.url], stdout=subprocess.PIPE, text=True,
+                                 cwd=Path(__file__).resolve().parents[2], env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            assert child.stdout.readline().strip() == "READING"
+            relays = relay_pids(snd.port)
+            assert len(relays) == 1
+            # a silent sender: the relay writes nothing, so no broken pipe would end it (SRT's own
+            # peer-idle timeout is 5 s)
+            snd.stop()
+            child.send_signal(signal.SIGKILL)            # no finally, no atexit: only the kernel can clean up
+            child.wait()
+            assert wait_gone(relays, timeout_s=2.0), "the relay outlived a SIGKILLed avgrid"
+        finally:
+            child.kill()
+            child.wait()
