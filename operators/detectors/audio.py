@@ -127,6 +127,9 @@ class SpeechDetector(nn.Module):
         self.vad = load_silero_vad(onnx=False)._model
         self.context = int(self.vad.context_size_samples)
         self.method = f"silero-vad(threshold={cfg.threshold:g})"
+        self.lstm = _sequence_lstm(self.vad)
+        if self.lstm is not None and not self._batched_matches_stepwise():
+            self.lstm = None
 
     def initial_state(self):
         return {"rnn": torch.zeros(2, 1, 128), "context": torch.zeros(1, self.context),
@@ -142,13 +145,8 @@ class SpeechDetector(nn.Module):
         real = np.concatenate([st["pending_real"], mask.ravel()])
         offset = len(st["pending"])
         n_chunks = len(sig) // self.CHUNK
-        rnn, ctx = st["rnn"], st["context"]
-        probs = np.zeros(n_chunks, np.float32)
-        for k in range(n_chunks):
-            x = torch.from_numpy(sig[k * self.CHUNK:(k + 1) * self.CHUNK]).unsqueeze(0)
-            out, rnn = self.vad(torch.cat([ctx, x], dim=1), rnn)
-            ctx = x[:, -self.context:]
-            probs[k] = float(out)
+        run = self._probabilities if self.lstm is not None else self._probabilities_stepwise
+        probs, rnn, ctx = run(torch.from_numpy(sig[:n_chunks * self.CHUNK]), st["rnn"], st["context"])
         scores, fired, times = empty(T, 1)
         maxp = np.zeros(T, np.float32)
         speech_s = np.zeros(T)
@@ -173,6 +171,59 @@ class SpeechDetector(nn.Module):
         rest = n_chunks * self.CHUNK
         new_state = {"rnn": rnn, "context": ctx, "pending": sig[rest:].copy(), "pending_real": real[rest:].copy()}
         return result(self.labels, scores, fired, times, self.method, "audio", max_probability=maxp), new_state
+
+
+    def _probabilities_stepwise(self, sig: torch.Tensor, rnn: torch.Tensor, ctx: torch.Tensor):
+        """Speech probability per 512-sample chunk of ``sig`` (n*512,), one model call per chunk."""
+        probs = np.zeros(len(sig) // self.CHUNK, np.float32)
+        for k in range(len(probs)):
+            x = sig[k * self.CHUNK:(k + 1) * self.CHUNK].unsqueeze(0)
+            out, rnn = self.vad(torch.cat([ctx, x], dim=1), rnn)
+            ctx = x[:, -self.context:]
+            probs[k] = float(out)
+        return probs, rnn, ctx
+
+    def _probabilities(self, sig: torch.Tensor, rnn: torch.Tensor, ctx: torch.Tensor):
+        """Same as :meth:`_probabilities_stepwise`, ~10x faster: only the LSTM carries state from chunk
+        to chunk (each chunk's context is the previous chunk's tail, known in advance), so the STFT and
+        the conv encoder see all chunks as one batch and the LSTM runs as one sequence."""
+        n = len(sig) // self.CHUNK
+        if n == 0:
+            return np.zeros(0, np.float32), rnn, ctx
+        full = torch.cat([ctx[0], sig])
+        x = full.unfold(0, self.CHUNK + self.context, self.CHUNK)            # (n, context + 512)
+        feats = self.vad.encoder(self.vad.stft(x)).squeeze(-1)              # (n, 128)
+        h, (hn, cn) = self.lstm(feats.unsqueeze(1), (rnn[0:1], rnn[1:2]))     # (n, 1, 128)
+        out = self.vad.decoder.decoder(h.squeeze(1).unsqueeze(-1))           # (n, 1, 1)
+        probs = out.squeeze(1).mean(1).numpy().astype(np.float32)
+        return probs, torch.cat([hn, cn]), sig[-self.context:].unsqueeze(0)
+
+    @torch.inference_mode()
+    def _batched_matches_stepwise(self) -> bool:
+        """Check the batched path against the model's own step on noise (another silero-vad release
+        may be built differently: then the step-by-step path is used)."""
+        try:
+            sig = torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, 8 * self.CHUNK).astype(np.float32))
+            st = self.initial_state()
+            a, ra, _ = self._probabilities(sig, st["rnn"], st["context"])
+            b, rb, _ = self._probabilities_stepwise(sig, st["rnn"], st["context"])
+            return bool(np.allclose(a, b, atol=1e-4) and torch.allclose(ra, rb, atol=1e-4))
+        except Exception:  # noqa: BLE001  (any mismatch in structure means: do not use it)
+            return False
+
+
+def _sequence_lstm(vad) -> nn.LSTM | None:
+    """The VAD decoder's LSTMCell as an ``nn.LSTM`` (same weights), or None when it has none."""
+    cell = getattr(getattr(vad, "decoder", None), "rnn", None)
+    try:
+        w_ih, w_hh = cell.weight_ih, cell.weight_hh
+        lstm = nn.LSTM(w_ih.shape[1], w_hh.shape[1])
+        with torch.no_grad():
+            for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(lstm, f"{k}_l0").copy_(getattr(cell, k))
+    except (AttributeError, RuntimeError):
+        return None
+    return lstm.eval()
 
 
 def _vad_status(cfg) -> tuple[bool, str | None]:

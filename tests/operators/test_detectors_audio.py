@@ -109,3 +109,24 @@ def test_speech_in_speech_not_in_tone_noise_or_silence(tmp_path):
                     np.ones((1, SR), bool), st)
         per_cell.append(bool(r.fired[0, 0]))
     assert [k for k, f in enumerate(per_cell) if f] == fired
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing (make sysdeps)")
+def test_speech_batched_vad_equals_the_models_own_steps(tmp_path):
+    speech = espeak("Testing one two three, the batched path must match.", tmp_path / "s.wav")
+    T = int(np.ceil(len(speech) / SR)) + 2
+    sig = np.random.default_rng(1).normal(0, 0.01, T * SR).astype(np.float32)
+    sig[SR:SR + len(speech)] += speech
+    audio, mask = sig.reshape(T, SR), np.ones((T, SR), bool)
+    fast = build("speech")
+    assert fast.lstm is not None                        # the silero-vad shipped here takes the batched path
+    slow = build("speech")
+    slow.lstm = None                                    # one model call per 512-sample chunk
+    frames, fmask = np.zeros((1, 1, 8, 8, 3), np.uint8), np.zeros((1, 1), bool)
+    sf = ss = None
+    for k in range(0, T, 2):                            # 2 cells a call: the state crosses calls
+        a, sf = fast(frames, fmask, audio[k:k + 2], mask[k:k + 2], sf)
+        b, ss = slow(frames, fmask, audio[k:k + 2], mask[k:k + 2], ss)
+        assert np.allclose(a.extras["max_probability"], b.extras["max_probability"], atol=1e-4)
+        assert np.allclose(a.scores, b.scores) and np.array_equal(a.fired, b.fired)
+    assert torch.allclose(sf["rnn"], ss["rnn"], atol=1e-4)

@@ -166,3 +166,24 @@ def test_bad_shapes_are_refused():
         build("flash")(np.zeros((2, 4, 8, 8, 3), np.float32), np.ones((2, 4), bool), None, None, None)
     with pytest.raises(ValueError, match="do not match"):
         build("flash")(np.zeros((2, 4, 8, 8, 3), np.uint8), np.ones((2, 3), bool), None, None, None)
+
+
+def test_faces_searched_at_most_max_fps_and_the_method_says_so():
+    frames = np.full((2, 4, 240, 320, 3), 128, np.uint8)
+    frames[0, 2, 40:200, 100:260] = draw_face(160)       # a searched slot (0 and 2 at 2 fps)
+    frames[1, 1, 40:200, 100:260] = draw_face(160)       # a skipped one
+    args = (np.ones((2, 4), bool), np.zeros((2, 16000), np.float32), np.ones((2, 16000), bool), None)
+    res, _ = build("faces")(frames, *args)
+    assert fired_cells(res, "face") == [0] and res.times[0, 0] == 0.5 and res.scores[0, 0] == 0.5
+    assert res.method == "opencv-haar(haarcascade_frontalface_default,2/4 frames)"
+    every, _ = build("faces", max_fps=None)(frames, *args)
+    assert fired_cells(every, "face") == [0, 1] and every.scores[1, 0] == 0.25
+    assert every.method == "opencv-haar(haarcascade_frontalface_default)"
+
+
+def test_faces_search_real_frames_when_the_first_slots_were_dropped():
+    frames = np.full((1, 4, 240, 320, 3), 128, np.uint8)
+    frames[0, 1, 40:200, 100:260] = draw_face(160)
+    fmask = np.array([[False, True, False, True]])
+    res, _ = build("faces")(frames, fmask, np.zeros((1, 16000), np.float32), np.ones((1, 16000), bool), None)
+    assert fired_cells(res, "face") == [0] and res.times[0, 0] == 0.25
