@@ -16,6 +16,7 @@ everything it started. Ports come from 18500-18599 (:func:`free_port`), SRT's fr
         snd.url                                  #   udp://127.0.0.1:PORT ; snd.stop(); snd.start()
     with srt_sender("clip.ts", passphrase=pw) as snd:  # ffmpeg CLI as an SRT listener, real time, looping
         snd.url                                  #   srt://127.0.0.1:PORT?mode=caller&passphrase=pw ; stop(); start()
+                                                 #   (listener=False: it calls avgrid at url ...?mode=listener)
     with udp_ts_replay("joined.ts", 6.0) as snd: # a TS file's bytes as they are (timestamp resets
         snd.url; snd.done.wait()                 #   kept), paced over 6 s of wall time
     with hls_server("clip.mp4") as srv:          # ffmpeg writes a live HLS playlist, http.server serves it
@@ -267,21 +268,26 @@ SRT_PORTS = range(18700, 18750)
 class SrtSender:
     """``ffmpeg -re -stream_loop -1 -i MEDIA -c copy -f mpegts srt://127.0.0.1:PORT?mode=listener``:
     an SRT listener that streams MEDIA (MPEG-TS) in real time to the caller that connects, optionally
-    encrypted with ``passphrase`` (10-79 characters). ``url`` is the caller's URL (passphrase included)."""
+    encrypted with ``passphrase`` (10-79 characters). ``url`` is the caller's URL (passphrase included).
 
-    def __init__(self, media: str, port: int | None = None, passphrase: str | None = None):
-        self.media, self.passphrase = media, passphrase
+    ``listener=False`` reverses the roles, as an encoder pushing to an ingest does: ``url`` is a
+    listener URL for avgrid, and the sender calls it (retrying for SRT's 3 s connect timeout)."""
+
+    def __init__(self, media: str, port: int | None = None, passphrase: str | None = None, listener: bool = True):
+        self.media, self.passphrase, self.listener = media, passphrase, listener
         self.port = port or free_port(SRT_PORTS)
         secret = f"&passphrase={passphrase}" if passphrase else ""
-        self.url = f"srt://127.0.0.1:{self.port}?mode=caller{secret}"
-        self._listen_url = f"srt://127.0.0.1:{self.port}?mode=listener{secret}"
+        ours, theirs = ("listener", "caller") if listener else ("caller", "listener")
+        self._send_url = f"srt://127.0.0.1:{self.port}?mode={ours}{secret}"
+        self.url = f"srt://127.0.0.1:{self.port}?mode={theirs}{secret}"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             ["ffmpeg", "-nostdin", "-loglevel", "quiet", "-re", "-stream_loop", "-1", "-i", self.media, "-c", "copy",
-             "-f", "mpegts", self._listen_url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_listening(self.port, proto="udp")
+             "-f", "mpegts", self._send_url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self.listener:
+            _wait_listening(self.port, proto="udp")
 
     def stop(self) -> None:
         """SIGKILL: the stream stops the way a crashed encoder stops it (no SRT shutdown message)."""
@@ -289,8 +295,8 @@ class SrtSender:
 
 
 @contextmanager
-def srt_sender(media: str, port: int | None = None, passphrase: str | None = None):
-    snd = SrtSender(str(media), port, passphrase)
+def srt_sender(media: str, port: int | None = None, passphrase: str | None = None, listener: bool = True):
+    snd = SrtSender(str(media), port, passphrase, listener)
     snd.start()
     try:
         yield snd

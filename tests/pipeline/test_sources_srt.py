@@ -140,6 +140,22 @@ def test_close_from_another_thread_kills_the_relay(ts_clip):
     assert all(isinstance(i, Cell) for i in rest)
 
 
+@needs_srt
+@pytest.mark.timeout(60)
+def test_avgrid_as_srt_listener_that_an_encoder_calls(ts_clip):
+    with srt_sender(ts_clip, passphrase=SECRET, listener=False) as snd:
+        assert "mode=listener" in snd.url
+        with open_source(snd.url, GRID, options=FAST) as src:
+            cells = []
+            for item in src:
+                cells.append(item)
+                if len(cells) == 3:
+                    break
+    check_contiguous(cells)
+    assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.95 for c in cells)
+    assert event_cells(cells) == ({2}, {2})
+
+
 _CHILD = """
 import sys, time
 from pipeline.grid import GridConfig
