@@ -117,7 +117,9 @@ class AVSource(Source):
                         raise
                     self._relay = FfmpegRelay(self._url)
             if self._relay is not None:
-                c = av.open(self._relay.start(), format="mpegts", timeout=timeout)
+                # probed, not format="mpegts": a forced demuxer shrugs off the deadline while reading its
+                # header and then waits a second deadline in find_stream_info
+                c = av.open(self._relay.start(), timeout=timeout)
         except (av.FFmpegError, OSError, ValueError) as e:
             reason = _reason(e)
             scheme = urlsplit(self._url).scheme

@@ -67,7 +67,7 @@ def _die_with_parent(parent_pid: int) -> None:
 class FfmpegRelay:
     """One ``url`` relayed by the ffmpeg CLI as MPEG-TS on a pipe; restartable until :meth:`close`.
 
-    ``start()`` -> ``"pipe:FD"`` for ``av.open(..., format="mpegts")`` (it stops the previous
+    ``start()`` -> ``"pipe:FD"`` for ``av.open`` (MPEG-TS; it stops the previous
     process first); ``stop()`` kills the process and closes the pipe; ``close()`` kills it for good
     from any thread (later ``start()`` calls raise ``OSError``). ``analyze_s``: seconds of input the
     relay probes before it sends anything (FFmpeg's default of 5 s would delay every open by as much).

@@ -22,7 +22,7 @@ from pipeline.sources import SourceOptions, open_source
 from pipeline.sources.relay import cli_input_protocols
 from tests.media import MediaSpec, make_media
 from tests.pipeline.test_sources_live import FAST, GRID, check_contiguous, event_cells
-from tests.servers import srt_sender
+from tests.servers import SRT_PORTS, _release_port, free_port, srt_sender
 
 SECRET = "srt-s3cr3t-passphrase"
 needs_srt = pytest.mark.skipif("srt" not in cli_input_protocols(), reason="no ffmpeg CLI with the srt protocol")
@@ -35,15 +35,16 @@ def ts_clip(tmp_path_factory):
     return make_media(path, MediaSpec(duration_s=10.0, flashes=(2.3,), clicks=(2.3,)), "ts").path
 
 
-def relay_pids(port: int) -> list[int]:
-    """ffmpeg processes (ours or not) reading from ``srt://...:port`` as callers: avgrid's relays."""
+def relay_pids(port: int, mode: str = "caller") -> list[int]:
+    """ffmpeg processes reading from ``srt://...:port?mode=MODE``: avgrid's relays (the test senders
+    take the other mode)."""
     pids = []
     for d in Path("/proc").iterdir():
         try:
             cmd = (d / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(b"ffmpeg" in c for c in cmd[:1]) and any(f":{port}?mode=caller".encode() in c for c in cmd):
+        if any(b"ffmpeg" in c for c in cmd[:1]) and any(f":{port}?mode={mode}".encode() in c for c in cmd):
             pids.append(int(d.name))
     return pids
 
@@ -121,6 +122,24 @@ def test_wrong_passphrase_fails_with_the_relays_reason_masked(ts_clip):
     msg = str(err.value)
     assert "ffmpeg CLI relay" in msg and "exited with status" in msg and "passphrase=***" in msg
     assert SECRET not in msg and wrong not in msg
+
+
+@needs_srt
+@pytest.mark.timeout(60)
+def test_open_deadline_holds_when_no_encoder_ever_calls():
+    deadline = 3.0
+    port = free_port(SRT_PORTS)
+    url = f"srt://127.0.0.1:{port}?mode=listener&passphrase={SECRET}"      # we listen; nobody calls
+    started = time.monotonic()
+    try:
+        with pytest.raises(SourceError) as err:
+            open_source(url, GRID, options=SourceOptions(open_timeout_s=deadline, read_timeout_s=deadline,
+                                                         reconnect=False))
+        assert time.monotonic() - started < deadline + 2.0
+        assert not relay_pids(port, mode="listener")
+    finally:
+        _release_port(port)
+    assert f"no answer within {deadline:g} s" in str(err.value) and SECRET not in str(err.value)
 
 
 @needs_srt
