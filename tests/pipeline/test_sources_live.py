@@ -325,8 +325,11 @@ def test_rtmp_server(clip):
     assert event_cells(cells) == ({2}, {2})
 
 
-def test_a_protocol_missing_from_ffmpeg_is_named():
+def test_a_protocol_missing_from_ffmpeg_is_named(monkeypatch):
+    """Without an ffmpeg CLI that could relay it, an SRT input fails naming the missing protocol."""
     import av
+
+    monkeypatch.setattr("pipeline.sources.av_source.can_relay", lambda url: False)
 
     try:
         av.open("srt://127.0.0.1:1?mode=caller", timeout=1).close()
