@@ -113,7 +113,8 @@ class SpeechDetector(nn.Module):
     the first speech chunk in the cell. extras: ``max_probability`` (T,).
 
     The VAD's recurrent state and the samples not yet filling a 512-sample chunk are carried in the
-    returned state, so one detector can serve several streams, each with its own state.
+    returned state, so one detector can serve several streams, each with its own state. The state
+    holds numpy arrays only: whoever carries it between calls (another process) needs no torch.
     """
 
     labels = ("speech",)
@@ -132,7 +133,7 @@ class SpeechDetector(nn.Module):
             self.lstm = None
 
     def initial_state(self):
-        return {"rnn": torch.zeros(2, 1, 128), "context": torch.zeros(1, self.context),
+        return {"rnn": np.zeros((2, 1, 128), np.float32), "context": np.zeros((1, self.context), np.float32),
                 "pending": np.zeros(0, np.float32), "pending_real": np.zeros(0, bool)}
 
     @torch.inference_mode()
@@ -146,7 +147,8 @@ class SpeechDetector(nn.Module):
         offset = len(st["pending"])
         n_chunks = len(sig) // self.CHUNK
         run = self._probabilities if self.lstm is not None else self._probabilities_stepwise
-        probs, rnn, ctx = run(torch.from_numpy(sig[:n_chunks * self.CHUNK]), st["rnn"], st["context"])
+        probs, rnn, ctx = run(torch.from_numpy(sig[:n_chunks * self.CHUNK]), torch.tensor(st["rnn"]),
+                              torch.tensor(st["context"]))
         scores, fired, times = empty(T, 1)
         maxp = np.zeros(T, np.float32)
         speech_s = np.zeros(T)
@@ -169,7 +171,8 @@ class SpeechDetector(nn.Module):
         fired[:, 0] = speech_s >= self.cfg.min_speech_s - 1e-9
         times[~fired] = np.nan
         rest = n_chunks * self.CHUNK
-        new_state = {"rnn": rnn, "context": ctx, "pending": sig[rest:].copy(), "pending_real": real[rest:].copy()}
+        new_state = {"rnn": rnn.numpy().copy(), "context": ctx.numpy().copy(), "pending": sig[rest:].copy(),
+                     "pending_real": real[rest:].copy()}
         return result(self.labels, scores, fired, times, self.method, "audio", max_probability=maxp), new_state
 
 
@@ -204,9 +207,9 @@ class SpeechDetector(nn.Module):
         may be built differently: then the step-by-step path is used)."""
         try:
             sig = torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, 8 * self.CHUNK).astype(np.float32))
-            st = self.initial_state()
-            a, ra, _ = self._probabilities(sig, st["rnn"], st["context"])
-            b, rb, _ = self._probabilities_stepwise(sig, st["rnn"], st["context"])
+            rnn, ctx = torch.zeros(2, 1, 128), torch.zeros(1, self.context)
+            a, ra, _ = self._probabilities(sig, rnn, ctx)
+            b, rb, _ = self._probabilities_stepwise(sig, rnn, ctx)
             return bool(np.allclose(a, b, atol=1e-4) and torch.allclose(ra, rb, atol=1e-4))
         except Exception:  # noqa: BLE001  (any mismatch in structure means: do not use it)
             return False

@@ -211,6 +211,13 @@ class OperatorWorker:
         import torch
 
         torch.set_num_threads(max(1, torch_threads))
+        try:
+            import cv2
+
+            # OpenCV's own pool (one thread per core) would fight the decoder threads for the same cores
+            cv2.setNumThreads(max(1, torch_threads))
+        except ImportError:
+            pass
         from pipeline.runtime.analyzers import build_analyzer
 
         # a missing weight file is a user error to report, not a reason to restart the actor

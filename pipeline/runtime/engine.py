@@ -136,14 +136,23 @@ class _Loop:
         sink_cls = actors.remote(actors.SinkWorker, kind="sink", name=f"avgrid-{tag}-sink" if tag else None)
         self.sink = sink_cls.remote(self.cfg.out, engine.run_id, self.cfg.kafka, self.cfg.kafka_prefix, live)
         self.source_cls = actors.remote(actors.SourceWorker, kind="source", live=live)
-        described = ray.get([a.describe.remote() for a in self.pool] + [self.sink.committed.remote()])
-        for d in described[:-1]:
+        self.describing = [a.describe.remote() for a in self.pool]
+        self.committed = set(ray.get(self.sink.committed.remote()))
+        self.sink_incarnation = None
+        # only a bundle (or a test's analyzer) dictates the grid; otherwise sources start decoding
+        # while the operator actors still load their models (seconds of imports on a small machine)
+        self.grid = self.cfg.grid if self.cfg.profile != "bundle" and engine.analyzer is None else None
+        if self.grid is None:
+            self._operators_ready()
+
+    def _operators_ready(self) -> None:
+        """Wait for the operator actors' models; a profile that cannot load is a configuration error."""
+        described, self.describing = self.ray.get(self.describing), []
+        for d in described:
             if "error" in d:
                 raise ConfigError(f"profile {self.cfg.profile}: {d['error']}")
-        engine.models = described[0]["models"]
-        self.grid = described[0].get("grid") or self.cfg.grid
-        self.committed = set(described[-1])
-        self.sink_incarnation = None
+        self.e.models = described[0]["models"]
+        self.grid = self.grid or described[0].get("grid") or self.cfg.grid
 
     # stream lifecycle ------------------------------------------------------------
     def _start(self, spec: InputSpec) -> StreamRun | None:
@@ -197,6 +206,8 @@ class _Loop:
             while pending and self.stopping_at is None and (
                     self.live or sum(not r.finished for r in self.runs) < self.cfg.concurrency):
                 self._start(pending.popleft())
+            if self.describing:
+                self._operators_ready()
             active = [r for r in self.runs if not r.finished]
             if not active and not pending and not self.refs:
                 break

@@ -129,4 +129,5 @@ def test_speech_batched_vad_equals_the_models_own_steps(tmp_path):
         b, ss = slow(frames, fmask, audio[k:k + 2], mask[k:k + 2], ss)
         assert np.allclose(a.extras["max_probability"], b.extras["max_probability"], atol=1e-4)
         assert np.allclose(a.scores, b.scores) and np.array_equal(a.fired, b.fired)
-    assert torch.allclose(sf["rnn"], ss["rnn"], atol=1e-4)
+    assert np.allclose(sf["rnn"], ss["rnn"], atol=1e-4)
+    assert all(isinstance(v, np.ndarray) for v in sf.values())     # the state crosses processes without torch
