@@ -7,6 +7,7 @@ later frame's offset in the cell, ``slot * hop_s / F`` (the grid samples frames 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -173,6 +174,15 @@ class MotionDetector(_PairDetector):
 CAMERA_LABELS = ("static", "pan", "tilt", "zoom", "object_motion")
 
 
+@functools.lru_cache(maxsize=8)
+def _affine_design(h: int, w: int) -> np.ndarray:
+    """(h*w, 3) float32 rows ``[1, x - w/2, y - h/2]``: flow = A @ (t, a, b) per axis."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    a = np.stack([np.ones(h * w, np.float32), (xs - w / 2).ravel(), (ys - h / 2).ravel()], -1)
+    a.flags.writeable = False       # shared between calls
+    return a
+
+
 class CameraMotionDetector(nn.Module):
     """Labels ``static, pan, tilt, zoom, object_motion``: offline "actions" of the camera and scene.
 
@@ -201,16 +211,16 @@ class CameraMotionDetector(nn.Module):
         # flow is only measurable where there is texture; with too little of it a moving object and a
         # moving camera look the same, and the static-camera reading is the likelier one
         if textured.mean() >= c.min_texture_fraction:
-            ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-            A = np.stack([np.ones(h * w, np.float32), (xs - w / 2).ravel(), (ys - h / 2).ravel()], -1)
-            cu = np.linalg.lstsq(A[textured], u[textured], rcond=None)[0]
-            cv_ = np.linalg.lstsq(A[textured], v[textured], rcond=None)[0]
+            A, uv = _affine_design(h, w), flow.reshape(-1, 2)
+            coef = np.linalg.lstsq(A[textured], uv[textured], rcond=None)[0]     # (3, 2): u and v at once
+            cu, cv_ = coef[:, 0], coef[:, 1]
             tx, ty, div = float(cu[0]), float(cv_[0]), float(cu[1] + cv_[2]) / 2
             if abs(div) * max(w, h) / 2 >= c.min_camera_px:
                 return CAMERA_LABELS.index("zoom"), (tx, ty)
             if max(abs(tx), abs(ty)) >= c.min_camera_px:
                 return CAMERA_LABELS.index("pan" if abs(tx) >= abs(ty) else "tilt"), (tx, ty)
-            moved = np.hypot(u - A @ cu, v - A @ cv_)
+            res = uv - A @ coef
+            moved = np.hypot(res[:, 0], res[:, 1])
         if (moved[textured] >= c.min_object_px).sum() >= c.min_object_fraction * moved.size:
             return CAMERA_LABELS.index("object_motion"), (tx, ty)
         return CAMERA_LABELS.index("static"), (tx, ty)
