@@ -196,7 +196,7 @@ class CameraMotionDetector(nn.Module):
     def __init__(self, cfg: CameraMotionConfig):
         super().__init__()
         self.cfg = cfg
-        self.method = "farneback-flow+affine-fit"
+        self.method = f"farneback-flow+affine-fit({cfg.thumbnail_px}px)"
 
     def classify(self, prev: np.ndarray, cur: np.ndarray) -> tuple[int, tuple[float, float]]:
         """One label index for a frame pair, and the global translation (dx, dy) in thumbnail pixels."""

@@ -187,3 +187,20 @@ def test_faces_search_real_frames_when_the_first_slots_were_dropped():
     fmask = np.array([[False, True, False, True]])
     res, _ = build("faces")(frames, fmask, np.zeros((1, 16000), np.float32), np.ones((1, 16000), bool), None)
     assert fired_cells(res, "face") == [0] and res.times[0, 0] == 0.25
+
+
+@pytest.mark.parametrize("shot", [
+    lambda big, i: _camera(big, dx=3 * i), lambda big, i: _camera(big, dy=4 * i),
+    lambda big, i: _camera(big, zoom=1 + 0.02 * i), lambda big, i: _with_square(_camera(big), 40 + 4 * i),
+    lambda big, i: _camera(big)])
+def test_camera_motion_at_96_px_labels_like_the_160_px_flow(shot):
+    """The default 96 px thumbnail (thresholds scaled to it) against the former 160 px default, on
+    shots close to the thresholds, squeezed to the grid's 224x224 like real cells."""
+    big = _texture(2)
+    frames = np.stack([cv2.resize(shot(big, i), (224, 224), interpolation=cv2.INTER_AREA) for i in range(8)])
+    cells = (frames.reshape(2, 4, 224, 224, 3), np.ones((2, 4), bool), np.zeros((2, 16000), np.float32),
+             np.ones((2, 16000), bool))
+    fast, _ = run("camera_motion", cells)
+    fine, _ = run("camera_motion", cells, thumbnail_px=160, flow_window_px=15, min_camera_px=1.0, min_object_px=1.0)
+    assert fast.method == "farneback-flow+affine-fit(96px)" and fine.method.endswith("(160px)")
+    assert np.array_equal(fast.fired, fine.fired), (fast.scores, fine.scores)
