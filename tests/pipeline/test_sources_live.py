@@ -54,24 +54,33 @@ def check_contiguous(cells: list[Cell]) -> None:
         assert c.is_live and c.wall_start.tzinfo is not None
 
 
+def read_across_restart(src, stop, start, after_cells: int = 4, cells_after_gap: int = 3) -> list[Cell | Gap]:
+    """Read ``src``; after ``after_cells`` items ``stop()`` the server and ``start()`` it again 1 s later.
+
+    Stops once ``cells_after_gap`` items followed the first gap (or the source ended).
+    """
+    items: list[Cell | Gap] = []
+    for item in src:
+        items.append(item)
+        if len(items) == after_cells:                    # mid-stream: the server dies and comes back
+            stop()
+            time.sleep(1.0)
+            start()
+        gaps = [i for i in items if isinstance(i, Gap)]
+        if gaps and len(items) - items.index(gaps[0]) > cells_after_gap:
+            break
+    return items
+
+
 @needs_gst
 @pytest.mark.timeout(90)
 def test_rtsp_clip_reconnects_after_server_restart_without_leaking_the_password(clip, caplog):
     caplog.set_level(logging.DEBUG)
     with rtsp_server(clip) as srv:
         url = srv.url.replace("rtsp://", f"rtsp://viewer:{SECRET}@")
-        items: list[Cell | Gap] = []
         with open_source(url, GRID, options=FAST) as src:
             assert src.is_live and SECRET not in src.source and "***" in src.source
-            for item in src:
-                items.append(item)
-                if len(items) == 4:                      # mid-stream: the server dies and comes back
-                    srv.kill()
-                    time.sleep(1.0)
-                    srv.start()
-                gaps = [i for i in items if isinstance(i, Gap)]
-                if gaps and len(items) - items.index(gaps[0]) > 3:
-                    break
+            items = read_across_restart(src, srv.kill, srv.start)
     gaps = [i for i in items if isinstance(i, Gap)]
     assert len(gaps) == 1 and gaps[0].reason == "reconnect"
     assert gaps[0].extra["attempts"] >= 1 and gaps[0].extra["cause"]     # e.g. "Connection refused"

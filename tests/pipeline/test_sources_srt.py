@@ -21,7 +21,7 @@ from pipeline.redact import redact
 from pipeline.sources import SourceOptions, open_source
 from pipeline.sources.relay import cli_input_protocols
 from tests.media import MediaSpec, make_media
-from tests.pipeline.test_sources_live import FAST, GRID, check_contiguous, event_cells
+from tests.pipeline.test_sources_live import FAST, GRID, check_contiguous, event_cells, read_across_restart
 from tests.servers import SRT_PORTS, _release_port, free_port, srt_sender
 
 SECRET = "srt-s3cr3t-passphrase"
@@ -76,19 +76,10 @@ def test_passphrase_is_masked():
 def test_srt_sender_restart_reconnects_with_a_gap_and_keeps_the_passphrase_secret(ts_clip, caplog):
     caplog.set_level(logging.DEBUG)
     with srt_sender(ts_clip, passphrase=SECRET) as snd:
-        items: list[Cell | Gap] = []
         with open_source(snd.url, GRID, options=FAST) as src:
             assert src.is_live and SECRET not in src.source + src.stream_id and "passphrase=***" in src.source
             assert len(relay_pids(snd.port)) == 1
-            for item in src:
-                items.append(item)
-                if len(items) == 4:                      # mid-stream: the encoder dies and comes back
-                    snd.stop()
-                    time.sleep(1.0)
-                    snd.start()
-                gaps = [i for i in items if isinstance(i, Gap)]
-                if gaps and len(items) - items.index(gaps[0]) > 3:
-                    break
+            items = read_across_restart(src, snd.stop, snd.start)      # mid-stream: the encoder dies and comes back
             relays = relay_pids(snd.port)
         assert relays and wait_gone(relays), "the relay outlived its source"
     gaps = [i for i in items if isinstance(i, Gap)]
