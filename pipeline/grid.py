@@ -180,6 +180,11 @@ class GridAligner:
         self._prev = cur
         self._video_end = max(self._video_end, t_s + self.tol)
 
+    def note_video(self, t_s: float) -> None:
+        """A frame at ``t_s`` exists but was not decoded (no slot can pick it): it still marks how far
+        the video reaches, so a segment ends where it would with every frame decoded."""
+        self._video_end = max(self._video_end, t_s + self.tol)
+
     def push_audio(self, t_s: float, samples: np.ndarray) -> None:
         """Add mono float32 samples at ``grid.sample_rate_hz`` whose first sample is at ``t_s``."""
         sr = self.grid.sample_rate_hz
@@ -270,6 +275,11 @@ class GridAligner:
         if buf is None:
             buf = self._cells[c] = _CellBuffer(self.grid)
         return buf
+
+    def slot_distance(self, t_s: float) -> float:
+        """Seconds from ``t_s`` to the nearest frame slot time (slots at ``t0 + (n + 0.5) * hop / F``)."""
+        x = (t_s - self.t0) / self._dt - 0.5
+        return abs(x - round(x)) * self._dt
 
     def _resolve_slots_before(self, t_s: float, nxt: list | None) -> None:
         """Decide every slot whose time is before ``t_s``: it is between the previous frame and ``nxt``."""

@@ -111,6 +111,9 @@ class SourceOptions:
         waiting for the slower one.
     queue_cells: cells waiting between the reader thread and the consumer; when full, files
         block the reader and live sources drop the oldest cell (reported as a ``dropped`` gap).
+    skip_unsampled: H.264/HEVC frames that no other frame references and that no grid slot can
+        pick (none lies within one frame interval of their PTS) are not decoded (FFmpeg's
+        ``skip_frame``). The cells are identical to a full decode; False decodes every frame.
     """
 
     open_timeout_s: float = 10.0
@@ -125,6 +128,7 @@ class SourceOptions:
     queue_cells: int = 8
     watchdog_grace_s: float = 1.5
     rtsp_transport: str = "tcp"
+    skip_unsampled: bool = True
 
 
 class Source:

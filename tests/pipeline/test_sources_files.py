@@ -266,3 +266,55 @@ def test_raw_elementary_stream_without_timestamps(tmp_path):
     assert len(cells) == 2 and all(c.frame_mask.all() for c in cells)
     assert not any(c.audio_mask.any() for c in cells)
     assert GRID.cell_index(flash_time(cells)) == 1
+
+
+def _cells_and_decoded(path, skip: bool) -> tuple[list, int]:
+    from pipeline.sources import SourceOptions
+
+    with open_source(str(path), GRID, options=SourceOptions(skip_unsampled=skip)) as src:
+        items = list(src)
+        return items, src.frames_decoded
+
+
+def _ffmpeg_clip(path, *args: str, seconds: float = 6.0, start: float = 0.0) -> None:
+    import subprocess
+
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y",
+                    "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=30:duration={seconds}",
+                    "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", *args,
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-output_ts_offset", str(start), str(path)], check=True)
+
+
+@pytest.mark.parametrize("name, args", [
+    ("x264.mp4", ("-c:v", "libx264", "-preset", "veryfast", "-g", "60")),        # B-pyramid: some B referenced
+    ("x264-nopyramid.mkv", ("-c:v", "libx264", "-x264-params", "bframes=5:b-pyramid=none")),
+    ("x265.mp4", ("-c:v", "libx265", "-x265-params", "log-level=error")),
+    ("x264-vfr.mkv", ("-c:v", "libx264", "-vf", "settb=1/1000,setpts=PTS+round(12*sin(N))", "-fps_mode", "vfr",
+                      "-enc_time_base:v", "1:1000")),     # frames up to 12 ms off the 30 fps raster
+    ("jump.ts", ()),
+])
+def test_skipping_unsampled_frames_gives_the_cells_of_a_full_decode(tmp_path, name, args):
+    """Frames no slot can pick and nothing references are not decoded; the cells must not change."""
+    if "x265" in name and "libx265" not in __import__("subprocess").run(
+            ["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True).stdout:
+        pytest.skip("this ffmpeg has no libx265")
+    path = tmp_path / name
+    if name == "jump.ts":     # a recording whose clock jumps 100 s (B-frames on both sides)
+        a, b = tmp_path / "a.ts", tmp_path / "b.ts"
+        _ffmpeg_clip(a, "-c:v", "libx264", "-preset", "veryfast", seconds=4.0)
+        _ffmpeg_clip(b, "-c:v", "libx264", "-preset", "veryfast", seconds=4.0, start=100.0)
+        path.write_bytes(a.read_bytes() + b.read_bytes())
+    else:
+        _ffmpeg_clip(path, *args)
+    full, n_full = _cells_and_decoded(path, skip=False)
+    fast, n_fast = _cells_and_decoded(path, skip=True)
+    assert [type(i) for i in fast] == [type(i) for i in full] and len(full) >= 6
+    for a, b in zip(full, fast):
+        assert (a.t_start, a.t_end, a.segment) == (b.t_start, b.t_end, b.segment)
+        if isinstance(a, Cell):
+            assert np.array_equal(a.frame_mask, b.frame_mask), a.index
+            assert np.array_equal(a.frame_times, b.frame_times, equal_nan=True), a.index
+            assert np.array_equal(a.frames, b.frames), a.index
+            assert np.array_equal(a.audio, b.audio) and np.array_equal(a.audio_mask, b.audio_mask)
+    # 30 fps into 4 slots a second: every encoding above has unreferenced B-frames far from the slots
+    assert n_fast < 0.85 * n_full, (n_fast, n_full)
