@@ -88,3 +88,15 @@ def test_describe_all_reports_weights_on_this_machine(tmp_path, monkeypatch):
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     (tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"x")
     assert {r["name"]: r for r in describe_all()}["resnet18"]["weights_available"] is True
+
+
+def test_building_a_detector_does_not_import_the_encoder_families():
+    # the offline profile's operator actors start faster without torchvision/torchaudio (seconds of imports)
+    import subprocess
+    import sys
+
+    code = ("import sys; from operators.registry import build, get_spec; build('faces'); build('speech'); "
+            "print(sorted(m for m in ('torchvision', 'torchaudio') if m in sys.modules)); "
+            "print(get_spec('resnet18').family)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]" and out[1] == "frame_encoder"
