@@ -50,6 +50,7 @@ class Config:
     max_batch: int = 16
     max_wait_ms: float = 50.0
     max_inflight: int = 8
+    readahead_cells: int = 48
     operator_actors: int | None = None
     concurrency: int = 2
     num_cpus: int | None = None
@@ -90,6 +91,8 @@ HELP: dict[str, str] = {
     "max_inflight": "cells per stream buffered between decoding and the operators, once in the source actor "
                     "and once in the driver (live: beyond that the oldest are dropped and reported as gap "
                     "events; archives: decoding waits)",
+    "readahead_cells": "avgrid annotate: cells per file the source actor may decode ahead of the driver "
+                       "(~0.65 MB each at the default grid), so decoding runs on while the operators load",
     "operator_actors": "operator (encoder/detector) actors in the pool",
     "concurrency": "avgrid annotate: input files decoded at the same time",
     "num_cpus": "CPUs for the local Ray instance",
@@ -135,7 +138,8 @@ def validate(cfg: Config, origin: str = "config") -> Config:
         raise ConfigError(f"{origin}: profile must be one of {', '.join(PROFILES)}, got {cfg.profile!r}")
     if cfg.profile == "bundle" and not cfg.bundle:
         raise ConfigError(f"{origin}: profile 'bundle' needs --bundle PATH")
-    positive = ("hop_s", "max_segment_s", "fps", "frame_size", "chunk_cells", "max_batch", "max_inflight", "concurrency",
+    positive = ("hop_s", "max_segment_s", "fps", "frame_size", "chunk_cells", "max_batch", "max_inflight",
+                "readahead_cells", "concurrency",
                 "torch_threads", "status_interval_s")
     for name in positive:
         if getattr(cfg, name) <= 0:

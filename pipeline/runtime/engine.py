@@ -2,7 +2,7 @@
 
 Archives and live streams run through the same loop; they differ only in policy:
 
-- archive: decoding blocks when a stream has ``max_inflight`` cells waiting (nothing dropped),
+- archive: decoding blocks when a stream has ``readahead_cells`` cells waiting (nothing dropped),
   records of an input are held until its last cell is annotated, then written and the input
   committed in one sink call, so a re-run skips it and a failed input leaves nothing behind;
 - live: the source actor drops its oldest cells when the pipeline falls behind (reported as
@@ -161,8 +161,10 @@ class _Loop:
             result.status, result.reason = "skipped", "already committed in this dataset"
             self.results.append(result)
             return None
+        # live sources drop beyond max_inflight; files may decode further ahead (they only ever wait)
+        capacity = self.cfg.max_inflight if self.live else max(self.cfg.max_inflight, self.cfg.readahead_cells)
         actor = self.source_cls.remote(spec.url, self.grid, name=spec.name, live=spec.live,
-                                       capacity_cells=self.cfg.max_inflight, options=self.e.source_options)
+                                       capacity_cells=capacity, options=self.e.source_options)
         run = StreamRun(spec, actor, result)
         self.runs.append(run)
         self.results.append(result)
