@@ -56,10 +56,16 @@ class Metrics(Observer):
         self._window = [(t, n) for t, n in self._window if now - t <= 5.0]
         self.cells_per_s.set(sum(n for _, n in self._window) / 5.0)
         for r in runs:
-            name = r.result.stream_id or r.spec.display
-            self.queue.labels(name).set(r.queue_depth + r.queued_cells + len(r.op_cells))
-            self.dropped.labels(name).set(r.result.dropped_cells)
-            self.reconnects.labels(name).set(r.result.reconnects)
+            self._stream(r)
+
+    def stream_finished(self, run) -> None:
+        self._stream(run)     # its last counts, not those of the last tick
+
+    def _stream(self, r) -> None:
+        name = r.result.stream_id or r.spec.display
+        self.queue.labels(name).set(r.queue_depth + r.queued_cells + len(r.op_cells))
+        self.dropped.labels(name).set(r.result.dropped_cells)
+        self.reconnects.labels(name).set(r.result.reconnects)
 
 
 def serve(port: int, host: str = "127.0.0.1") -> Metrics:

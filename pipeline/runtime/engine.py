@@ -282,6 +282,7 @@ class _Loop:
         except self.ray.exceptions.RayActorError:
             self._source_died(r)
             return
+        r.pull_failures = 0
         now = time.monotonic()
         if p.info is not None and r.info is None:
             r.info = p.info
@@ -313,12 +314,16 @@ class _Loop:
         if not self.live:
             self._fail(r, "decoder process died while reading this input")
             return
-        r.result.restarts += 1
-        r.dropped_base, r.reconnects_base = r.result.dropped_cells, r.result.reconnects + 1
-        r.result.reconnects = r.reconnects_base
+        # one death can fail more than one call (the pull in flight and one sent while Ray restarts
+        # the actor): count it once, at the first failure since the actor last answered
+        r.pull_failures += 1
+        if r.pull_failures == 1:
+            r.result.restarts += 1
+            r.dropped_base, r.reconnects_base = r.result.dropped_cells, r.result.reconnects + 1
+            r.result.reconnects = r.reconnects_base
         if self.stopping_at is not None:
             r.source_done = True
-        elif r.result.restarts > MAX_SOURCE_RESTARTS:
+        elif r.result.restarts > MAX_SOURCE_RESTARTS or r.pull_failures > MAX_SOURCE_RESTARTS:
             self._fail(r, f"source process died {r.result.restarts} times")
         elif r.restart_from is None:
             r.restart_from = (r.last_seen, time.time())

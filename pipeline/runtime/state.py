@@ -131,6 +131,7 @@ class StreamRun:
         self.arrivals: dict[int, float] = {}       # cell index -> when the driver received it
         self.dropped_base = 0                      # counters of source incarnations before a restart
         self.reconnects_base = 0
+        self.pull_failures = 0                     # failed pulls since the source actor last answered
         self.queue_depth = 0                       # cells waiting inside the source actor
         self.source_error: str | None = None
 
