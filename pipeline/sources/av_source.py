@@ -250,7 +250,9 @@ class AVSource(Source):
                 self._last_packet_mono = time.monotonic()   # arrival, not decode: decoders hold frames back
                 if self.is_live and packet.pts is not None:
                     self._observe_arrival(float(packet.pts * packet.time_base))
-            if skipping and packet.stream is vs:
+            # a packet without a timestamp (the second field of an interlaced frame, the flush at the
+            # end) keeps the mode of the one before it
+            if skipping and packet.stream is vs and packet.pts is not None:
                 t_skip = self._unsampled(packet)
                 if (t_skip is not None) != skip_now:
                     skip_now = t_skip is not None
@@ -284,7 +286,7 @@ class AVSource(Source):
         left to the decoded frames to detect)."""
         seg = self._seg
         last = self._last_t.get("video")
-        if packet.pts is None or seg is None or last is None or "video" not in seg.joined:
+        if seg is None or last is None or "video" not in seg.joined:
             return None
         t = float(packet.pts * packet.time_base)
         if not last - 1.0 <= t <= last + self.options.jump_s:

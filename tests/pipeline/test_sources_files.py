@@ -291,6 +291,7 @@ def _ffmpeg_clip(path, *args: str, seconds: float = 6.0, start: float = 0.0) -> 
     ("x265.mp4", ("-c:v", "libx265", "-x265-params", "log-level=error")),
     ("x264-vfr.mkv", ("-c:v", "libx264", "-vf", "settb=1/1000,setpts=PTS+round(12*sin(N))", "-fps_mode", "vfr",
                       "-enc_time_base:v", "1:1000")),     # frames up to 12 ms off the 30 fps raster
+    ("interlaced.ts", ("-vf", "fps=60,interlace", "-c:v", "libx264", "-flags", "+ildct+ilme")),   # 30 fps, MBAFF
     ("jump.ts", ()),
 ])
 def test_skipping_unsampled_frames_gives_the_cells_of_a_full_decode(tmp_path, name, args):
