@@ -43,6 +43,11 @@ from pipeline.sources.relay import RELAYED_SCHEMES, FfmpegRelay, can_relay
 _SKIPPABLE_CODECS = frozenset({"h264", "hevc"})
 
 
+def _seconds(pts: int, time_base: Fraction) -> float:
+    """``float(pts * time_base)`` without Fraction arithmetic (int / int is correctly rounded too)."""
+    return pts * time_base.numerator / time_base.denominator
+
+
 def _ffmpeg_options(url: str, opts: SourceOptions) -> tuple[str | None, dict[str, str]]:
     """(container format, FFmpeg options) for ``url``; socket timeouts are in microseconds."""
     if url.startswith("/dev/video"):
@@ -249,7 +254,7 @@ class AVSource(Source):
             if packet.size:
                 self._last_packet_mono = time.monotonic()   # arrival, not decode: decoders hold frames back
                 if self.is_live and packet.pts is not None:
-                    self._observe_arrival(float(packet.pts * packet.time_base))
+                    self._observe_arrival(_seconds(packet.pts, packet.time_base))
             # a packet without a timestamp (the second field of an interlaced frame, the flush at the
             # end) keeps the mode of the one before it
             if skipping and packet.stream is vs and packet.pts is not None:
@@ -288,7 +293,7 @@ class AVSource(Source):
         last = self._last_t.get("video")
         if seg is None or last is None or "video" not in seg.joined:
             return None
-        t = float(packet.pts * packet.time_base)
+        t = _seconds(packet.pts, packet.time_base)
         if not last - 1.0 <= t <= last + self.options.jump_s:
             return None
         al = seg.aligner
@@ -296,7 +301,7 @@ class AVSource(Source):
 
     def _frame_time(self, kind: str, frame, duration_s: float) -> float:
         if frame.pts is not None:
-            return float(frame.pts * frame.time_base)
+            return _seconds(frame.pts, frame.time_base)
         # raw elementary streams (.h264, some ADTS) carry no timestamps: continue from the last frame
         last = self._last_t.get(kind)
         return (self._file_t0 or 0.0) if last is None else last + duration_s
@@ -316,7 +321,9 @@ class AVSource(Source):
 
     def _feed_audio(self, frames) -> None:
         for o in frames:
-            self._seg.aligner.push_audio(float(o.pts * o.time_base), o.to_ndarray()[0])
+            # the plane's float32 samples without to_ndarray's per-frame vstack; push_audio copies them
+            samples = np.frombuffer(o.planes[0], np.float32, count=o.samples)
+            self._seg.aligner.push_audio(_seconds(o.pts, o.time_base), samples)
 
     def _convert(self, frame) -> np.ndarray:
         # FFmpeg's swscale scales and converts, only the frames a slot picked. One reformatter for
