@@ -164,7 +164,8 @@ def main() -> None:
            notes={"clip": f"{clip.name}: {frames} frames 1280x720 @30 fps, H.264 + AAC",
                   "ffmpeg_s": ff, "avgrid_s": ag, "naive_s": nv,
                   "avgrid": "avgrid annotate --profile offline, whole command incl. Ray start-up; 4 frames/s "
-                            "at 224x224 through motion, scene_cut, flash, faces, camera_motion; loudness, speech",
+                            "at 224x224 through motion, scene_cut, flash, faces, camera_motion; loudness, speech; "
+                            "unreferenced H.264 frames no slot can pick are not decoded (cells identical)",
                   "naive": "cv2.VideoCapture, every frame through the same visual detectors; audio pass after",
                   "live_rounds": rounds, "live_seconds": args.live_seconds,
                   # when every round held, the machine's limit is above the cap: run with a larger --max-live
