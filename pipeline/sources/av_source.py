@@ -233,6 +233,7 @@ class AVSource(Source):
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.grid.sample_rate_hz)
         self._file_t0 = None
         self._last_t: dict[str, float] = {}   # each stream's previous frame time, source clock
+        self._skipped: list[float] = []       # times of video packets sent with NONREF, not yet passed
         if not self.is_live:
             starts = [s.start_time * s.time_base for s in (vs, as_) if s is not None and s.start_time is not None]
             self._file_t0 = float(min(starts)) if starts else None
@@ -255,8 +256,11 @@ class AVSource(Source):
                 self._last_packet_mono = time.monotonic()   # arrival, not decode: decoders hold frames back
                 if self.is_live and packet.pts is not None:
                     self._observe_arrival(_seconds(packet.pts, packet.time_base))
-            # a packet without a timestamp (the second field of an interlaced frame, the flush at the
-            # end) keeps the mode of the one before it
+            if skipping and packet.stream is vs and packet.pts is None and packet.size:
+                # a frame without a timestamp (MPEG-TS may leave some out, field pictures): its time is
+                # interpolated from the frames before it, so from here on every frame is decoded
+                skipping, skip_now = False, False
+                vs.codec_context.skip_frame = "DEFAULT"
             if skipping and packet.stream is vs and packet.pts is not None:
                 t_skip = self._unsampled(packet)
                 if (t_skip is not None) != skip_now:
@@ -265,6 +269,7 @@ class AVSource(Source):
                 if skip_now:
                     self.packets_skippable += 1
                     self._seg.aligner.note_video(t_skip)
+                    self._skipped.append(t_skip)
             try:
                 frames = packet.decode()
             except av.InvalidDataError:
@@ -342,6 +347,13 @@ class AVSource(Source):
         until it jumps too.
         """
         last = self._last_t.get(kind)
+        if kind == "video" and self._skipped:
+            # a full decode would have shown the skipped frames (see _unsampled) before this one:
+            # the step to check is from the latest of them, or sparse frames would look like a jump
+            before = [x for x in self._skipped if x < t]
+            if before and last is not None:
+                last = max(last, max(before))
+            self._skipped = [x for x in self._skipped if x > t]
         self._last_t[kind] = t
         continuous = last is not None and last - 1.0 <= t <= last + self.options.jump_s
         seg = self._seg
@@ -350,6 +362,7 @@ class AVSource(Source):
             self._start_segment(min(t0, t))
         elif kind in seg.joined:
             if not continuous:
+                self._skipped = []
                 self._pending_gap = "pts_reset" if t < last else "pts_jump"
                 self._end_segment()
                 self._start_segment(t)

@@ -268,12 +268,22 @@ def test_raw_elementary_stream_without_timestamps(tmp_path):
     assert GRID.cell_index(flash_time(cells)) == 1
 
 
-def _cells_and_decoded(path, skip: bool) -> tuple[list, int]:
+def _cells_and_decoded(path, skip: bool, one_cpu: bool, **options) -> tuple[list, int]:
+    """Items and decoded frame count; ``one_cpu`` pins the process (and so FFmpeg) to one core:
+    no frame threads, so the decoder holds no frames back and the reader sees packets early."""
+    import os
+
     from pipeline.sources import SourceOptions
 
-    with open_source(str(path), GRID, options=SourceOptions(skip_unsampled=skip)) as src:
-        items = list(src)
-        return items, src.frames_decoded
+    cpus = os.sched_getaffinity(0)
+    if one_cpu:
+        os.sched_setaffinity(0, {min(cpus)})
+    try:
+        with open_source(str(path), GRID, options=SourceOptions(skip_unsampled=skip, **options)) as src:
+            items = list(src)
+            return items, src.frames_decoded
+    finally:
+        os.sched_setaffinity(0, cpus)
 
 
 def _ffmpeg_clip(path, *args: str, seconds: float = 6.0, start: float = 0.0) -> None:
@@ -292,9 +302,13 @@ def _ffmpeg_clip(path, *args: str, seconds: float = 6.0, start: float = 0.0) -> 
     ("x264-vfr.mkv", ("-c:v", "libx264", "-vf", "settb=1/1000,setpts=PTS+round(12*sin(N))", "-fps_mode", "vfr",
                       "-enc_time_base:v", "1:1000")),     # frames up to 12 ms off the 30 fps raster
     ("interlaced.ts", ("-vf", "fps=60,interlace", "-c:v", "libx264", "-flags", "+ildct+ilme")),   # 30 fps, MBAFF
+    # 10 s at 30 fps, then a frame every 0.6 s: a skipped frame must not make the next look like a jump
+    ("sparse.mkv", ("-c:v", "libx264", "-vf", "settb=1/1000,setpts='if(lt(N,300),N*1000/30,10000+(N-300)*600)'",
+                    "-fps_mode", "vfr", "-enc_time_base:v", "1:1000")),
     ("jump.ts", ()),
 ])
-def test_skipping_unsampled_frames_gives_the_cells_of_a_full_decode(tmp_path, name, args):
+@pytest.mark.parametrize("one_cpu", [False, True], ids=["threads", "one-cpu"])
+def test_skipping_unsampled_frames_gives_the_cells_of_a_full_decode(tmp_path, name, args, one_cpu):
     """Frames no slot can pick and nothing references are not decoded; the cells must not change."""
     if "x265" in name and "libx265" not in __import__("subprocess").run(
             ["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True).stdout:
@@ -306,9 +320,10 @@ def test_skipping_unsampled_frames_gives_the_cells_of_a_full_decode(tmp_path, na
         _ffmpeg_clip(b, "-c:v", "libx264", "-preset", "veryfast", seconds=4.0, start=100.0)
         path.write_bytes(a.read_bytes() + b.read_bytes())
     else:
-        _ffmpeg_clip(path, *args)
-    full, n_full = _cells_and_decoded(path, skip=False)
-    fast, n_fast = _cells_and_decoded(path, skip=True)
+        _ffmpeg_clip(path, *args, seconds=12.0 if name == "sparse.mkv" else 6.0)
+    opts = {"jump_s": 1.0} if name == "sparse.mkv" else {}
+    full, n_full = _cells_and_decoded(path, False, one_cpu, **opts)
+    fast, n_fast = _cells_and_decoded(path, True, one_cpu, **opts)
     assert [type(i) for i in fast] == [type(i) for i in full] and len(full) >= 6
     for a, b in zip(full, fast):
         assert (a.t_start, a.t_end, a.segment) == (b.t_start, b.t_end, b.segment)
