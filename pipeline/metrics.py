@@ -63,7 +63,8 @@ class Metrics(Observer):
 
     def _stream(self, r) -> None:
         name = r.result.stream_id or r.spec.display
-        self.queue.labels(name).set(r.queue_depth + r.queued_cells + len(r.op_cells))
+        # a finished stream holds nothing (a failed one may still list what it gave up on)
+        self.queue.labels(name).set(0 if r.finished else r.queue_depth + r.queued_cells + len(r.op_cells))
         self.dropped.labels(name).set(r.result.dropped_cells)
         self.reconnects.labels(name).set(r.result.reconnects)
 

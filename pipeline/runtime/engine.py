@@ -323,8 +323,13 @@ class _Loop:
             r.result.reconnects = r.reconnects_base
         if self.stopping_at is not None:
             r.source_done = True
-        elif r.result.restarts > MAX_SOURCE_RESTARTS or r.pull_failures > MAX_SOURCE_RESTARTS:
+        elif r.result.restarts > MAX_SOURCE_RESTARTS:
             self._fail(r, f"source process died {r.result.restarts} times")
+        elif r.pull_failures > MAX_SOURCE_RESTARTS:
+            # a restarted actor that dies before it answers is not told apart from one restart taking
+            # long, so restarts may undercount here; the calls that failed are what is known
+            self._fail(r, f"source process stopped answering ({r.pull_failures} calls in a row failed, "
+                          f"{r.result.restarts} restarts seen)")
         elif r.restart_from is None:
             r.restart_from = (r.last_seen, time.time())
 
