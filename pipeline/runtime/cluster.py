@@ -39,6 +39,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
             ray.init(address=address, **common)
         else:
             _loopback_only(ray)
+            _quiet_token_notice()
             ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
     except ConnectionError as e:
         raise ConfigError(f"--ray-address {redact(address or '')}: cannot join the Ray cluster: {e}") from None
@@ -48,6 +49,21 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         yield ray
     finally:
         ray.shutdown()
+
+
+class _DropNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+def _quiet_token_notice() -> None:
+    """Ray 2.60 turns token authentication on for every new local instance (kept: it guards the
+    loopback ports from other local users) and announces it as a WARNING on every run, which a
+    user can do nothing about. Setting RAY_AUTH_MODE after ``import ray`` would skip the notice but
+    leave this process's cached config without the token, so the notice is filtered instead."""
+    lg = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropNotice) for f in lg.filters):
+        lg.addFilter(_DropNotice())
 
 
 def _loopback_only(ray) -> None:
