@@ -91,7 +91,7 @@ HELP: dict[str, str] = {
     "max_inflight": "cells per stream buffered between decoding and the operators, once in the source actor "
                     "and once in the driver (live: beyond that the oldest are dropped and reported as gap "
                     "events; archives: decoding waits)",
-    "readahead_cells": "avgrid annotate: cells per file the source actor may decode ahead of the driver "
+    "readahead_cells": "avgrid annotate: cells per file decoded ahead of the operators, held in the driver "
                        "(~0.65 MB each at the default grid), so decoding runs on while the operators load",
     "operator_actors": "operator (encoder/detector) actors in the pool",
     "concurrency": "avgrid annotate: input files decoded at the same time",

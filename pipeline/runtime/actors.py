@@ -3,8 +3,9 @@
 Plain classes here; :func:`remote` wraps them with their restart policy. Keeping them plain
 lets a test drive one without Ray.
 
-- ``SourceWorker``: one per stream. Opens the source *inside the actor*, so a decoder that
-  crashes on untrusted media takes down that process only. A background thread decodes
+- ``SourceWorker``: one per stream at a time (archives hand a worker whose file ended cleanly the
+  next file). Opens the source *inside the actor*, so a decoder that crashes on untrusted media
+  takes down that process only. A background thread decodes
   into a bounded queue; the driver pulls. Archives block the decoder when the queue is full
   (never drop); live streams drop the oldest queued cell and report the run of dropped
   cells as one ``Gap`` in its place.
@@ -60,26 +61,45 @@ class SourceWorker:
     """Decodes one stream into grid cells on a background thread. Call from a threaded actor."""
 
     def __init__(self, url: str, grid: GridConfig, *, name: str | None = None, live: bool | None = None,
-                 capacity_cells: int = 8, options: dict | None = None):
-        self._url, self._grid, self._name, self._live = url, grid, name, live
-        self._options = options or {}
-        self._capacity = max(1, capacity_cells)
-        self._q: deque = deque()
+                 capacity_cells: int = 8, options: dict | None = None, gen: int = 0, nice: int = 0):
+        self._nice = nice
         self._cv = threading.Condition()
-        self._closing = False
-        self._done = False
-        self._error: str | None = None
-        self._info: dict | None = None
-        self._source = None
-        self._decoded = self._dropped = self._reconnects = 0
-        self._decode_s = 0.0
-        self._thread = threading.Thread(target=self._run, name="avgrid-decode", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._done = True
+        self.start(gen, url, grid, name=name, live=live, capacity_cells=capacity_cells, options=options)
+
+    def start(self, gen: int, url: str, grid: GridConfig, *, name: str | None = None, live: bool | None = None,
+              capacity_cells: int = 8, options: dict | None = None) -> bool:
+        """Decode ``url``, the ``gen``-th input of the run, in this process once the previous input is done.
+
+        Archives hand an idle source actor the next file instead of starting a process per file
+        (Python, Ray's worker and PyAV cost about 1 CPU-s per process on a small machine)."""
+        with self._cv:
+            if not self._done:
+                raise RuntimeError(f"source actor still decoding input {self._gen}")
+            self._url, self._grid, self._name, self._live = url, grid, name, live
+            self._options = options or {}
+            self._capacity = max(1, capacity_cells)
+            self._q: deque = deque()
+            self._closing = False
+            self._done = False
+            self._error: str | None = None
+            self._info: dict | None = None
+            self._source = None
+            self._decoded = self._dropped = self._reconnects = 0
+            self._decode_s = 0.0
+            self._gen = gen
+            self._thread = threading.Thread(target=self._run, name="avgrid-decode", daemon=True)
+            self._thread.start()
+            self._cv.notify_all()
+        return True
 
     # -- decoding thread -------------------------------------------------
     def _run(self) -> None:
         from pipeline.errors import SourceError
 
+        if self._nice > 0:
+            _lower_priority(self._nice)
         src = None
         try:
             from pipeline.sources import SourceOptions, open_source
@@ -148,10 +168,16 @@ class SourceWorker:
                 return
 
     # -- actor methods -------------------------------------------------------
-    def pull(self, max_cells: int, wait_s: float = 0.2) -> Pull:
-        """Up to ``max_cells`` cells (plus any gaps among them); waits up to ``wait_s`` for the first."""
+    def pull(self, max_cells: int, wait_s: float = 0.2, gen: int | None = None) -> Pull:
+        """Up to ``max_cells`` cells (plus any gaps among them); waits up to ``wait_s`` for the first.
+        ``gen``: the input the caller means (see :meth:`start`); None takes the current one."""
         deadline = time.monotonic() + wait_s
         with self._cv:
+            # a threaded actor may run this call before the start() sent ahead of it
+            while gen is not None and gen != self._gen and time.monotonic() < deadline:
+                self._cv.wait(max(0.0, deadline - time.monotonic()))
+            if gen is not None and gen != self._gen:
+                return Pull(items=[])
             while not self._q and not self._done and time.monotonic() < deadline:
                 self._cv.wait(max(0.0, deadline - time.monotonic()))
             items, n = [], 0
@@ -185,6 +211,20 @@ class SourceWorker:
         import os
 
         return os.getpid()
+
+
+def _lower_priority(by: int) -> None:
+    """Raise this thread's niceness by ``by`` (Linux: per thread; FFmpeg's frame threads, started
+    from it, inherit it). Batch decoding yields the CPU to the operators: a single-threaded detector
+    loop competing with a decoder's frame threads at equal priority gets a fraction of a core, falls
+    behind, and then runs alone after decoding is done."""
+    import os
+
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except (AttributeError, OSError):     # no per-thread priorities here: decode at the same priority
+        pass
 
 
 @dataclass

@@ -32,6 +32,7 @@ from pipeline.runtime.state import InputResult, InputSpec, RunSummary, StreamRun
 
 GAP_MODEL = "avgrid-runtime/1 gap"   # the record's model says why: "avgrid-runtime/1 gap: reconnect"
 MAX_SOURCE_RESTARTS = 20
+ARCHIVE_DECODE_NICE = 4   # archives: decoding runs this much nicer than the operators (Ray workers: 15)
 LIVE_FLUSH_S = 5.0        # live: sinks flush (Kafka acks, Parquet files) at least this often
 
 
@@ -136,6 +137,8 @@ class _Loop:
         sink_cls = actors.remote(actors.SinkWorker, kind="sink", name=f"avgrid-{tag}-sink" if tag else None)
         self.sink = sink_cls.remote(self.cfg.out, engine.run_id, self.cfg.kafka, self.cfg.kafka_prefix, live)
         self.source_cls = actors.remote(actors.SourceWorker, kind="source", live=live)
+        self.idle_sources: list = []      # archive: source actors whose last file ended cleanly
+        self.gen = 0                      # inputs started so far; names each one to its source actor
         self.describing = [a.describe.remote() for a in self.pool]
         self.committed = set(ray.get(self.sink.committed.remote()))
         self.sink_incarnation = None
@@ -161,14 +164,26 @@ class _Loop:
             result.status, result.reason = "skipped", "already committed in this dataset"
             self.results.append(result)
             return None
-        # live sources drop beyond max_inflight; files may decode further ahead (they only ever wait)
-        capacity = self.cfg.max_inflight if self.live else max(self.cfg.max_inflight, self.cfg.readahead_cells)
-        actor = self.source_cls.remote(spec.url, self.grid, name=spec.name, live=spec.live,
-                                       capacity_cells=capacity, options=self.e.source_options)
-        run = StreamRun(spec, actor, result)
+        self.gen += 1
+        run = StreamRun(spec, None, result)
+        run.gen = self.gen
+        self._source_for(run)
         self.runs.append(run)
         self.results.append(result)
         return run
+
+    def _source_for(self, run: StreamRun) -> None:
+        """Give ``run`` a source actor: an idle one (archives; a new process costs ~1 CPU-s) or a new one."""
+        spec = run.spec
+        args = dict(name=spec.name, live=spec.live, capacity_cells=self.cfg.max_inflight,
+                    options=self.e.source_options)
+        run.reused = bool(self.idle_sources)
+        if run.reused:
+            run.actor = self.idle_sources.pop()
+            run.actor.start.remote(run.gen, spec.url, self.grid, **args)
+        else:
+            run.actor = self.source_cls.remote(spec.url, self.grid, gen=run.gen,
+                                               nice=0 if self.live else ARCHIVE_DECODE_NICE, **args)
 
     def _fail(self, run: StreamRun, reason: str) -> None:
         run.result.status, run.result.reason = "failed", redact(reason)
@@ -179,14 +194,15 @@ class _Loop:
         run.finished = True
         run.queue.clear()
         run.result.wall_s = time.monotonic() - run.started
-        try:
-            run.actor.close.remote()
-        except Exception:
-            pass
-        try:
-            self.ray.kill(run.actor, no_restart=True)
-        except Exception:
-            pass
+        if not run.released:
+            try:
+                run.actor.close.remote()
+            except Exception:
+                pass
+            try:
+                self.ray.kill(run.actor, no_restart=True)
+            except Exception:
+                pass
         self.e._notify("stream_finished", run)
 
     def run(self, specs, *, duration, stop) -> list[InputResult]:
@@ -205,10 +221,10 @@ class _Loop:
                 self._abandon()
                 if now - self.stopping_at > self.e.drain_s + 1.0:
                     self._hard_stop()     # a sink that does not answer must not keep the process alive
-            while pending and self.stopping_at is None and (
-                    self.live or sum(not r.finished for r in self.runs) < self.cfg.concurrency):
+            while pending and self.stopping_at is None and (self.live or self._room_to_decode()):
                 self._start(pending.popleft())
-            if self.describing:
+            if self.describing and len(ray.wait(self.describing, num_returns=len(self.describing),
+                                                timeout=0)[0]) == len(self.describing):
                 self._operators_ready()
             active = [r for r in self.runs if not r.finished]
             if not active and not pending and not self.refs:
@@ -232,6 +248,17 @@ class _Loop:
                 what = self.refs.pop(ref)
                 getattr(self, f"_on_{what[0]}")(ref, *what[1:])
         return self.results
+
+    def _room_to_decode(self) -> bool:
+        """Archives: another file may start while fewer than ``concurrency`` are decoding. A file whose
+        decoding ended no longer counts: its last cells are annotated while the next files decode, so
+        a series of short files reads ahead (while the operators load, say) as far as a long one
+        does. Those files' cells in the driver are bounded too, by ``readahead_cells`` in all."""
+        cfg = self.cfg
+        unfinished = [r for r in self.runs if not r.finished]
+        decoding = sum(not r.source_done for r in unfinished)
+        backlog = sum(r.queued_cells + len(r.op_cells) for r in unfinished if r.source_done)
+        return decoding < cfg.concurrency and backlog < cfg.readahead_cells
 
     def _stop(self, now: float) -> None:
         self.stopping_at = now
@@ -267,10 +294,12 @@ class _Loop:
     def _maybe_pull(self, r: StreamRun) -> None:
         if r.pull_ref is not None or r.source_done:
             return
-        room = self.cfg.max_inflight - r.queued_cells - len(r.op_cells)
+        # archives read ahead into the driver (a file whose cells are all here frees its source actor)
+        room = (self.cfg.max_inflight if self.live else max(self.cfg.max_inflight, self.cfg.readahead_cells))
+        room -= r.queued_cells + len(r.op_cells)
         if room <= 0:
             return
-        r.pull_ref = r.actor.pull.remote(room, 0.2)
+        r.pull_ref = r.actor.pull.remote(room, 0.2, r.gen)
         self.refs[r.pull_ref] = ("pull", r)
 
     def _on_pull(self, ref, r: StreamRun) -> None:
@@ -309,9 +338,17 @@ class _Loop:
         elif p.done:
             r.source_done = True
             r.source_error = p.error
+            if not self.live and not p.error and not r.released:
+                # decoding ended cleanly and nothing more is asked of this process: the next file takes it
+                r.released = True
+                self.idle_sources.append(r.actor)
 
     def _source_died(self, r: StreamRun) -> None:
         if not self.live:
+            if r.reused and r.info is None:
+                # the idle process it was handed had died before this input reached it: a new one
+                self._source_for(r)
+                return
             self._fail(r, "decoder process died while reading this input")
             return
         # one death can fail more than one call (the pull in flight and one sent while Ray restarts
@@ -373,6 +410,8 @@ class _Loop:
 
     def _dispatch(self, active: list[StreamRun], now: float) -> None:
         cfg = self.cfg
+        if self.describing:              # the operators are still loading (and may fail to)
+            return
         idx = min(range(len(self.pool)), key=lambda i: self.load[i])
         if self.load[idx] >= 2:          # every operator actor has a call running and one queued
             return

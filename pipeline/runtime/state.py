@@ -134,6 +134,9 @@ class StreamRun:
         self.pull_failures = 0                     # failed pulls since the source actor last answered
         self.queue_depth = 0                       # cells waiting inside the source actor
         self.source_error: str | None = None
+        self.gen = 0                               # which input of the run the source actor is told it is
+        self.reused = False                        # the source actor decoded an earlier file of this run
+        self.released = False                      # decoding ended cleanly; the actor went back to the idle pool
 
     @property
     def queued_cells(self) -> int:

@@ -181,8 +181,10 @@ class _KillFirstDecoder(Observer):
 def test_a_crashing_decoder_fails_its_input_only(tmp_path, ray_local):
     clips = [make_media(tmp_path / f"d{i}.mp4", MediaSpec(duration_s=8.0, flashes=(), clicks=())).path
              for i in range(2)]
+    # readahead 4 of 8 cells: the first input is still decoding (its process not yet handed to the
+    # next input) when its first cell comes back from the operators
     cfg = load_config(overrides={"out": str(tmp_path / "o"), "concurrency": 1, "max_inflight": 4,
-                                 "chunk_cells": 1, "max_batch": 1})
+                                 "readahead_cells": 4, "chunk_cells": 1, "max_batch": 1})
     killer = _KillFirstDecoder()
     summary = Engine(cfg, observers=[killer]).annotate(clips)
     by_input = {r.input: r for r in summary.inputs}
