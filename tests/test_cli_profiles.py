@@ -75,3 +75,17 @@ def test_models_lists_detectors_ready_and_pretrained_weights_state(capsys):
     for det in ("motion", "scene_cut", "flash", "loudness", "speech", "faces", "camera_motion"):
         assert rows[det].split()[2] == "yes", rows[det]
     assert "r2plus1d_18" in rows
+
+
+def test_a_broken_profile_is_reported_even_when_every_input_is_already_done(tmp_path, ray_local, capsys):
+    from operators.registry import describe_all
+
+    if {r["name"]: r for r in describe_all()}["r2plus1d_18"]["weights_available"]:
+        pytest.skip("r2plus1d_18 weights are cached on this machine")
+    clip = make_media(tmp_path / "c.mp4", MediaSpec(duration_s=2.0)).path
+    out = str(tmp_path / "out")
+    assert main(["annotate", clip, "--out", out, "--no-progress"]) == 0
+    capsys.readouterr()
+    # the input is committed, so nothing needs the operators, but the user asked for a profile that cannot load
+    assert main(["annotate", clip, "--profile", "standard", "--out", out, "--no-progress"]) == 2
+    assert "profile standard" in capsys.readouterr().err

@@ -172,15 +172,15 @@ class _Loop:
         self.results.append(result)
         return run
 
-    def _source_for(self, run: StreamRun) -> None:
+    def _source_for(self, run: StreamRun, fresh: bool = False) -> None:
         """Give ``run`` a source actor: an idle one (archives; a new process costs ~1 CPU-s) or a new one."""
         spec = run.spec
         args = dict(name=spec.name, live=spec.live, capacity_cells=self.cfg.max_inflight,
                     options=self.e.source_options)
-        run.reused = bool(self.idle_sources)
+        run.reused = bool(self.idle_sources) and not fresh
         if run.reused:
             run.actor = self.idle_sources.pop()
-            run.actor.start.remote(run.gen, spec.url, self.grid, **args)
+            self.refs[run.actor.start.remote(run.gen, spec.url, self.grid, **args)] = ("start", run)
         else:
             run.actor = self.source_cls.remote(spec.url, self.grid, gen=run.gen,
                                                nice=0 if self.live else ARCHIVE_DECODE_NICE, **args)
@@ -228,6 +228,8 @@ class _Loop:
                 self._operators_ready()
             active = [r for r in self.runs if not r.finished]
             if not active and not pending and not self.refs:
+                if self.describing:      # every input skipped or failed early: still say if the profile is broken
+                    self._operators_ready()
                 break
             for r in active:
                 self._advance(r)
@@ -253,19 +255,23 @@ class _Loop:
         """Archives: another file may start while fewer than ``concurrency`` are decoding. A file whose
         decoding ended no longer counts: its last cells are annotated while the next files decode, so
         a series of short files reads ahead (while the operators load, say) as far as a long one
-        does. Those files' cells in the driver are bounded too, by ``readahead_cells`` in all."""
+        does. Those files' cells in the driver are bounded too, by ``readahead_cells`` in all, and
+        so are the files waiting for the sinks, by ``concurrency``."""
         cfg = self.cfg
         unfinished = [r for r in self.runs if not r.finished]
         decoding = sum(not r.source_done for r in unfinished)
         backlog = sum(r.queued_cells + len(r.op_cells) for r in unfinished if r.source_done)
-        return decoding < cfg.concurrency and backlog < cfg.readahead_cells
+        # annotated files waiting for their commit: a slow sink holds back new files too
+        committing = sum(r.source_done and not r.queue and not r.op_cells for r in unfinished)
+        return decoding < cfg.concurrency and backlog < cfg.readahead_cells and committing < cfg.concurrency
 
     def _stop(self, now: float) -> None:
         self.stopping_at = now
         for r in self.runs:
             if not r.finished and not r.closing:
                 r.closing = True
-                r.actor.close.remote()
+                if not r.released:       # a released process may be decoding another input by now
+                    r.actor.close.remote()
 
     def _abandon(self) -> None:
         """Drain took too long: keep what was built, give up on cells still queued or in flight."""
@@ -292,7 +298,9 @@ class _Loop:
 
     # sources -----------------------------------------------------------------------
     def _maybe_pull(self, r: StreamRun) -> None:
-        if r.pull_ref is not None or r.source_done:
+        if r.pull_ref is not None or r.source_done or (self.live and self.describing):
+            # live: cells pulled while the operators load would be stale by the time they run; the
+            # source keeps the freshest ones (dropping older ones, reported as a gap)
             return
         # archives read ahead into the driver (a file whose cells are all here frees its source actor)
         room = (self.cfg.max_inflight if self.live else max(self.cfg.max_inflight, self.cfg.readahead_cells))
@@ -343,11 +351,21 @@ class _Loop:
                 r.released = True
                 self.idle_sources.append(r.actor)
 
+    def _on_start(self, ref, r: StreamRun) -> None:
+        try:
+            self.ray.get(ref)
+        except self.ray.exceptions.RayActorError:
+            pass                  # its pull fails the same way; _source_died decides
+        except self.ray.exceptions.RayTaskError as e:
+            if not r.finished:
+                self._fail(r, f"source process refused the input: {_cause(e)}")
+
     def _source_died(self, r: StreamRun) -> None:
         if not self.live:
             if r.reused and r.info is None:
-                # the idle process it was handed had died before this input reached it: a new one
-                self._source_for(r)
+                # the idle process it was handed died before this input reached it (or this input killed
+                # it while opening: a fresh process tells which, and a second death fails the input)
+                self._source_for(r, fresh=True)
                 return
             self._fail(r, "decoder process died while reading this input")
             return
@@ -510,7 +528,7 @@ class _Loop:
             due = time.monotonic() - r.last_flush >= LIVE_FLUSH_S
             if r.held or due:
                 self._deliver(r, None, flush=due)
-        if r.idle and not r.delivering and not r.finished:
+        if r.idle and not r.delivering and not r.finished and not self.describing:
             if getattr(r, "source_error", None) and not self.live:
                 self._fail(r, r.source_error)
                 return
