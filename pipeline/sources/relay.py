@@ -15,8 +15,10 @@ runs ``ffmpeg -i srt://... -c copy -f mpegts pipe:1`` (a remux, no re-encoding) 
   its first relay when that thread ends; the reconnect that follows starts one from the reader
   thread, which lives as long as the source.)
 
-The relay's command line holds the URL as given (``ps`` shows it to local users); what it prints
-reaches errors only through :func:`pipeline.redact.redact`.
+The URL (with any ``passphrase=``) never appears on the relay's command line, where ``ps`` would show
+it to every local user: the relay reads it from its stdin as a one-line FFmpeg concat script, with
+only the ``pipe`` and ``srt`` protocols allowed. What the relay prints reaches errors only through
+:func:`pipeline.redact.redact`.
 """
 
 from __future__ import annotations
@@ -57,6 +59,19 @@ def can_relay(url: str) -> bool:
     return scheme in RELAYED_SCHEMES and scheme in cli_input_protocols()
 
 
+def concat_script(url: str, analyze_us: str) -> bytes:
+    """An FFmpeg concat script whose one input is ``url`` (quoted for FFmpeg's tokenizer), probed for
+    ``analyze_us`` microseconds.
+
+    >>> concat_script("srt://h:9000?mode=caller&passphrase=it's-a-secret", "1000000").decode()
+    "file 'srt://h:9000?mode=caller&passphrase=it'\\\\''s-a-secret'\\noption analyzeduration 1000000\\n"
+    """
+    if any(c in url for c in "\r\n\0"):
+        raise ValueError("the URL holds a line break or NUL character")
+    quoted = url.replace("'", "'\\''")
+    return f"file '{quoted}'\noption analyzeduration {analyze_us}\n".encode()
+
+
 def _die_with_parent(parent_pid: int) -> None:
     # runs in the child between fork and exec: no locks, no imports, only calls resolved beforehand
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -87,13 +102,20 @@ class FfmpegRelay:
         with self._lock:
             if self._closed:
                 raise OSError("source closed")
+            analyze_us = str(int(self.analyze_s * 1e6))
+            script = concat_script(self.url, analyze_us)
             cmd = [shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
-                   "-analyzeduration", str(int(self.analyze_s * 1e6)), "-i", self.url,
-                   "-c", "copy", "-flush_packets", "1", "-f", "mpegts", "pipe:1"]
+                   "-analyzeduration", analyze_us, "-f", "concat", "-safe", "0", "-protocol_whitelist", "pipe,srt",
+                   "-i", "pipe:0", "-c", "copy", "-flush_packets", "1", "-f", "mpegts", "pipe:1"]
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True,     # a Ctrl-C meant for avgrid must not end the relay behind its back
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()) if _prctl is not None else None)
+            try:
+                self.proc.stdin.write(script)
+                self.proc.stdin.close()     # end of the script: FFmpeg opens the one input it names
+            except OSError:
+                pass                        # it exited at once; explain() reports its own reason
             self._killed = False
             self._stderr = collections.deque(maxlen=8)
             self._drainer = threading.Thread(target=self._drain, args=(self.proc.stderr, self._stderr), daemon=True,
@@ -138,7 +160,7 @@ class FfmpegRelay:
             return reason
         self._drainer.join(timeout=1.0)     # its last lines may still be in the pipe
         last = next((line for line in reversed(self._stderr) if line), "")
-        last = last.removeprefix(self.url).lstrip(": ")     # ffmpeg prints "<url>: <error>"; ours names the url
+        last = last.removeprefix("pipe:0").lstrip(": ")     # ffmpeg prints "<input>: <error>"; ours names the url
         return f"ffmpeg relay exited with status {p.returncode}" + (f": {last}" if last else f" ({reason})")
 
     @staticmethod

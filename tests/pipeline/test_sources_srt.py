@@ -35,18 +35,36 @@ def ts_clip(tmp_path_factory):
     return make_media(path, MediaSpec(duration_s=10.0, flashes=(2.3,), clicks=(2.3,)), "ts").path
 
 
-def relay_pids(port: int, mode: str = "caller") -> list[int]:
-    """ffmpeg processes reading from ``srt://...:port?mode=MODE``: avgrid's relays (the test senders
-    take the other mode)."""
+def child_pids(parent: int | None = None) -> list[int]:
+    """Processes whose parent is ``parent`` (this one by default)."""
+    parent = os.getpid() if parent is None else parent
     pids = []
     for d in Path("/proc").iterdir():
         try:
-            cmd = (d / "cmdline").read_bytes().split(b"\0")
+            if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                pids.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def relay_pids(parent: int | None = None) -> list[int]:
+    """avgrid's SRT relays started by process ``parent`` (this one by default): ffmpeg children that
+    read a concat script on stdin with only pipe and srt allowed. (The test senders are ffmpeg
+    children too, with the URL on their command line.)"""
+    pids = []
+    for pid in child_pids(parent):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(b"ffmpeg" in c for c in cmd[:1]) and any(f":{port}?mode={mode}".encode() in c for c in cmd):
-            pids.append(int(d.name))
+        if any(b"ffmpeg" in c for c in cmd[:1]) and b"pipe,srt" in cmd:
+            pids.append(pid)
     return pids
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 def wait_gone(pids, timeout_s: float = 3.0) -> bool:
@@ -78,9 +96,14 @@ def test_srt_sender_restart_reconnects_with_a_gap_and_keeps_the_passphrase_secre
     with srt_sender(ts_clip, passphrase=SECRET) as snd:
         with open_source(snd.url, GRID, options=FAST) as src:
             assert src.is_live and SECRET not in src.source + src.stream_id and "passphrase=***" in src.source
-            assert len(relay_pids(snd.port)) == 1
+            # ps shows every local user each process's command line: the relay's holds no URL
+            ours = [p for p in child_pids() if p != snd.proc.pid]
+            assert SECRET in cmdline(snd.proc.pid) and ours and not any(SECRET in cmdline(p) for p in ours)
+            relays = relay_pids()
+            assert relays == ours and "srt://" not in cmdline(relays[0])
             items = read_across_restart(src, snd.stop, snd.start)      # mid-stream: the encoder dies and comes back
-            relays = relay_pids(snd.port)
+            relays = relay_pids()
+            assert len(relays) == 1 and SECRET not in cmdline(relays[0])
         assert relays and wait_gone(relays), "the relay outlived its source"
     gaps = [i for i in items if isinstance(i, Gap)]
     assert [g.reason for g in gaps] == ["reconnect"]
@@ -109,7 +132,7 @@ def test_wrong_passphrase_fails_with_the_relays_reason_masked(ts_clip):
         url = snd.url.replace(SECRET, wrong)
         with pytest.raises(SourceError) as err:
             open_source(url, GRID, options=SourceOptions(open_timeout_s=5, read_timeout_s=2))
-        assert not relay_pids(snd.port)
+        assert not relay_pids()
     msg = str(err.value)
     assert "ffmpeg CLI relay" in msg and "exited with status" in msg and "passphrase=***" in msg
     assert SECRET not in msg and wrong not in msg
@@ -127,7 +150,7 @@ def test_open_deadline_holds_when_no_encoder_ever_calls():
             open_source(url, GRID, options=SourceOptions(open_timeout_s=deadline, read_timeout_s=deadline,
                                                          reconnect=False))
         assert time.monotonic() - started < deadline + 2.0
-        assert not relay_pids(port, mode="listener")
+        assert not relay_pids()
     finally:
         _release_port(port)
     assert f"no answer within {deadline:g} s" in str(err.value) and SECRET not in str(err.value)
@@ -140,7 +163,7 @@ def test_close_from_another_thread_kills_the_relay(ts_clip):
         src = open_source(snd.url, GRID, options=SourceOptions(read_timeout_s=60))
         it = iter(src)
         assert isinstance(next(it), Cell)
-        relays = relay_pids(snd.port)
+        relays = relay_pids()
         assert len(relays) == 1
         threading.Timer(0.5, src.close).start()
         started = time.monotonic()
@@ -185,7 +208,7 @@ def test_relay_dies_with_a_killed_avgrid_process(ts_clip):
                                  cwd=Path(__file__).resolve().parents[2], env={**os.environ, "OMP_NUM_THREADS": "1"})
         try:
             assert child.stdout.readline().strip() == "READING"
-            relays = relay_pids(snd.port)
+            relays = relay_pids(child.pid)
             assert len(relays) == 1
             # a silent sender: the relay writes nothing, so no broken pipe would end it (SRT's own
             # peer-idle timeout is 5 s)
