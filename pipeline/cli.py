@@ -35,20 +35,25 @@ _ONLY = {"duration": "run", "status_interval_s": "run", "concurrency": "annotate
 def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
     defaults = Config()
     p.add_argument("--config", metavar="FILE", help="YAML file with any of the options below (flags win)")
+    kafka = p.add_argument_group("Kafka connection (passwords only from a file or the environment)")
     for f in fields(Config):
         if _ONLY.get(f.name, command) != command:
             continue
+        g = kafka if f.name.startswith("kafka_") and f.name != "kafka_prefix" else p
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         shown = _SHOWN.get(f.name, "none" if default is None else default)
         help_ = f"{HELP[f.name]} (default: {shown})"
-        if f.name == "progress":
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        if f.type.startswith("bool"):
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
             continue
         typ = {"int": int, "float": float}.get(f.type.split(" ")[0], str)
         metavar = {"out": "DIR", "kafka": "HOST:PORT", "kafka_prefix": "P", "profile": "NAME", "bundle": "PATH",
-                   "ray_address": "HOST:PORT", "metrics_port": "PORT", "metrics_host": "HOST", "duration": "SECONDS"}.get(f.name)
-        p.add_argument(flag, dest=f.name, type=typ, default=None, metavar=metavar, help=help_)
+                   "ray_address": "HOST:PORT", "metrics_port": "PORT", "metrics_host": "HOST", "duration": "SECONDS",
+                   "kafka_security_protocol": "PROTOCOL", "kafka_sasl_mechanism": "MECHANISM",
+                   "kafka_sasl_username": "USER", "kafka_compression": "CODEC"}.get(f.name)
+        metavar = metavar or ("FILE" if f.name.endswith(("file", "_cafile")) else None)
+        g.add_argument(flag, dest=f.name, type=typ, default=None, metavar=metavar, help=help_)
 
 
 def build_parser() -> argparse.ArgumentParser:

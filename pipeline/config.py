@@ -11,11 +11,25 @@ command line win over the file, the file wins over the defaults::
     max_batch: 16
 
     cfg = load_config("avgrid.yaml", overrides={"profile": "standard"})
+
+Kafka settings may also be grouped (``kafka.bootstrap`` is ``kafka``, ``kafka.X`` is ``kafka_X``)::
+
+    kafka:
+      bootstrap: broker-1:9093,broker-2:9093
+      security_protocol: SASL_SSL
+      sasl_mechanism: SCRAM-SHA-512
+      sasl_username: avgrid
+      sasl_password_file: /run/secrets/kafka-password    # or $AVGRID_KAFKA_SASL_PASSWORD
+      ssl_cafile: /etc/avgrid/kafka-ca.pem
+
+Passwords never come from flags (``ps`` shows those to every local user) or from the config file;
+only from a ``*_password_file`` or the environment (:data:`SECRET_ENV`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -34,6 +48,17 @@ class Config:
     out: str = "./avgrid-out"
     kafka: str | None = None
     kafka_prefix: str = "avgrid"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password_file: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_password_file: str | None = None
+    kafka_ssl_check_hostname: bool = True
+    kafka_exactly_once: bool = False
+    kafka_compression: str | None = None
     profile: str = "offline"
     bundle: str | None = None
     action_model: str = "r2plus1d_18"
@@ -71,6 +96,18 @@ HELP: dict[str, str] = {
     "out": "Parquet dataset directory (one dataset per record kind under it)",
     "kafka": "Kafka bootstrap HOST:PORT; records also go to topics <prefix>.<kind>",
     "kafka_prefix": "Kafka topic prefix",
+    "kafka_security_protocol": "Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    "kafka_sasl_mechanism": "Kafka SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+    "kafka_sasl_username": "Kafka SASL user name",
+    "kafka_sasl_password_file": "file holding the Kafka SASL password (else $AVGRID_KAFKA_SASL_PASSWORD; passwords "
+                                "are never taken from flags or the config file)",
+    "kafka_ssl_cafile": "CA certificates (PEM) that Kafka's TLS certificate must chain to",
+    "kafka_ssl_certfile": "client certificate (PEM) for Kafka TLS client authentication",
+    "kafka_ssl_keyfile": "private key (PEM) of --kafka-ssl-certfile",
+    "kafka_ssl_password_file": "file holding the password of --kafka-ssl-keyfile (else $AVGRID_KAFKA_SSL_PASSWORD)",
+    "kafka_ssl_check_hostname": "check that Kafka's TLS certificate names the broker host",
+    "kafka_exactly_once": "Kafka: transactional producer; a consumer reading committed sees each record once",
+    "kafka_compression": "Kafka compression: gzip, snappy, lz4 or zstd",
     "profile": "operators to run: offline (built-in detectors, no downloads), standard (torchvision pretrained "
                "encoders + Kinetics actions; needs their weights), bundle (a trained bundle, see --bundle)",
     "bundle": "trained fusion bundle directory (implies --profile bundle)",
@@ -152,7 +189,103 @@ def validate(cfg: Config, origin: str = "config") -> Config:
         raise ConfigError(f"{origin}: option 'kafka' must be HOST:PORT, got {cfg.kafka!r}")
     if cfg.max_inflight < cfg.chunk_cells:
         cfg = cfg.replace(max_inflight=cfg.chunk_cells)
+    _validate_kafka(cfg, origin)
     return cfg
+
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+COMPRESSIONS = ("gzip", "snappy", "lz4", "zstd")
+# where a password comes from when its *_password_file option is not set
+SECRET_ENV = {"kafka_sasl_password": "AVGRID_KAFKA_SASL_PASSWORD", "kafka_ssl_password": "AVGRID_KAFKA_SSL_PASSWORD"}
+_KAFKA_DEFAULTS = {f.name: f.default for f in fields(Config) if f.name.startswith("kafka_") and f.name != "kafka_prefix"}
+
+
+def _validate_kafka(cfg: Config, origin: str) -> None:
+    if cfg.kafka is None:
+        changed = [n for n, d in _KAFKA_DEFAULTS.items() if getattr(cfg, n) != d]
+        if changed:
+            raise ConfigError(f"{origin}: option {changed[0]!r} is set but no Kafka is (--kafka HOST:PORT)")
+        return
+    proto = cfg.kafka_security_protocol
+    if proto not in KAFKA_PROTOCOLS:
+        raise ConfigError(f"{origin}: option 'kafka_security_protocol' must be one of {', '.join(KAFKA_PROTOCOLS)}, "
+                          f"got {proto!r}")
+    if proto.startswith("SASL_"):
+        if cfg.kafka_sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"{origin}: {proto} needs kafka_sasl_mechanism, one of {', '.join(SASL_MECHANISMS)} "
+                              f"(got {cfg.kafka_sasl_mechanism!r})")
+        if not cfg.kafka_sasl_username:
+            raise ConfigError(f"{origin}: {proto} needs kafka_sasl_username")
+        if not cfg.kafka_sasl_password_file and not os.environ.get(SECRET_ENV["kafka_sasl_password"]):
+            raise ConfigError(f"{origin}: {proto} needs a password: kafka_sasl_password_file: PATH, or "
+                              f"${SECRET_ENV['kafka_sasl_password']} in the environment")
+    elif cfg.kafka_sasl_mechanism or cfg.kafka_sasl_username or cfg.kafka_sasl_password_file:
+        raise ConfigError(f"{origin}: SASL options are set but kafka_security_protocol is {proto} "
+                          f"(SASL_PLAINTEXT or SASL_SSL uses them)")
+    for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "kafka_ssl_password_file",
+                 "kafka_sasl_password_file"):
+        path = getattr(cfg, name)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{origin}: option {name!r}: no such file {path!r}")
+    if cfg.kafka_compression is not None and cfg.kafka_compression not in COMPRESSIONS:
+        raise ConfigError(f"{origin}: option 'kafka_compression' must be one of {', '.join(COMPRESSIONS)}, "
+                          f"got {cfg.kafka_compression!r}")
+
+
+def _secret(cfg: Config, name: str) -> str | None:
+    """The password ``name`` from its ``<name>_file`` option, else from its environment variable."""
+    path = getattr(cfg, f"{name}_file")
+    if path:
+        try:
+            value = Path(path).read_text().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"option '{name}_file': cannot read {path!r}: "
+                              f"{getattr(e, 'strerror', None) or type(e).__name__}") from None
+        if not value:
+            raise ConfigError(f"option '{name}_file': {path!r} is empty")
+        return value
+    return os.environ.get(SECRET_ENV[name]) or None
+
+
+def kafka_sink_config(cfg: Config, *, run_id: str, live: bool):
+    """The :class:`~pipeline.sinks.KafkaConfig` of ``cfg`` (None without ``--kafka``), passwords read
+    from their files or the environment here, on the driver. Raises ConfigError naming the option."""
+    if cfg.kafka is None:
+        return None
+    from kafka import codec
+
+    from pipeline.sinks import KafkaConfig
+
+    if cfg.kafka_compression:
+        has = {"gzip": codec.has_gzip, "snappy": codec.has_snappy, "lz4": codec.has_lz4, "zstd": codec.has_zstd}
+        if not has[cfg.kafka_compression]():
+            raise ConfigError(f"option 'kafka_compression': {cfg.kafka_compression} needs its Python library "
+                              f"(pip install {dict(snappy='python-snappy', zstd='zstandard').get(cfg.kafka_compression, cfg.kafka_compression)})")
+    return KafkaConfig(
+        bootstrap=cfg.kafka, prefix=cfg.kafka_prefix, live=live, dead_letter_dir=cfg.out, run_id=run_id,
+        security_protocol=cfg.kafka_security_protocol, sasl_mechanism=cfg.kafka_sasl_mechanism,
+        sasl_username=cfg.kafka_sasl_username,
+        sasl_password=_secret(cfg, "kafka_sasl_password") if cfg.kafka_sasl_mechanism else None,
+        ssl_cafile=cfg.kafka_ssl_cafile, ssl_certfile=cfg.kafka_ssl_certfile, ssl_keyfile=cfg.kafka_ssl_keyfile,
+        ssl_password=_secret(cfg, "kafka_ssl_password") if cfg.kafka_ssl_keyfile else None,
+        ssl_check_hostname=cfg.kafka_ssl_check_hostname, exactly_once=cfg.kafka_exactly_once,
+        compression=cfg.kafka_compression)
+
+
+def _flatten(data: dict) -> dict:
+    """``kafka: {bootstrap: H:P, sasl_mechanism: ...}`` -> ``kafka: H:P, kafka_sasl_mechanism: ...``;
+    other keys as they are."""
+    flat = {}
+    for key, value in data.items():
+        key = str(key)
+        if key == "kafka" and isinstance(value, dict):
+            for sub, v in value.items():
+                sub = str(sub).replace("-", "_")
+                flat["kafka" if sub == "bootstrap" else f"kafka_{sub}"] = v
+        else:
+            flat[key] = value
+    return flat
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
@@ -172,8 +305,12 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise ConfigError(f"{origin}: not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{origin}: config must be a mapping of option: value")
-        for key, value in data.items():
-            name = str(key).replace("-", "_")
+        for key, value in _flatten(data).items():
+            name = key.replace("-", "_")
+            if name in SECRET_ENV:
+                raise ConfigError(f"{origin}: option {key!r}: passwords are not read from the config file (it is "
+                                  f"often shared, e.g. as a Kubernetes ConfigMap); set {name}_file: PATH or "
+                                  f"${SECRET_ENV[name]} instead")
             if name not in HELP:
                 raise ConfigError(f"{origin}: unknown option {key!r} (known: {', '.join(sorted(HELP))})")
             values[name] = _coerce(name, value, origin)

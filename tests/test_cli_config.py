@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.cli import build_parser, config_from_args, main
-from pipeline.config import HELP, Config, load_config
+from pipeline.config import HELP, Config, kafka_sink_config, load_config
 from pipeline.errors import ConfigError
 
 
@@ -65,3 +65,81 @@ def test_usage_and_config_errors_exit_2(tmp_path, capsys):
 def test_inspect_of_a_missing_directory_exits_2(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "nothing")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+SECRET = "kafka-pw-do-not-print-7f3a"
+
+
+def test_kafka_security_settings_from_grouped_yaml_with_the_password_from_a_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("AVGRID_KAFKA_SASL_PASSWORD", raising=False)
+    (tmp_path / "pw").write_text(SECRET + "\n")          # a trailing newline, as `echo` writes it
+    (tmp_path / "ca.pem").write_text("not checked here\n")
+    cfg_file = tmp_path / "avgrid.yaml"
+    cfg_file.write_text(f"""
+kafka:
+  bootstrap: b1:9093,b2:9093
+  prefix: cams
+  security_protocol: SASL_SSL
+  sasl_mechanism: SCRAM-SHA-512
+  sasl_username: avgrid
+  sasl_password_file: {tmp_path / 'pw'}
+  ssl_cafile: {tmp_path / 'ca.pem'}
+  exactly_once: true
+""")
+    args = build_parser().parse_args(["annotate", "a.mp4", "--config", str(cfg_file), "--no-kafka-ssl-check-hostname"])
+    cfg = config_from_args(args)
+    assert (cfg.kafka, cfg.kafka_prefix, cfg.kafka_security_protocol) == ("b1:9093,b2:9093", "cams", "SASL_SSL")
+    assert SECRET not in repr(cfg)                       # Config holds where the password is, not the password
+    kc = kafka_sink_config(cfg, run_id="r1", live=False)
+    assert (kc.sasl_mechanism, kc.sasl_username, kc.sasl_password) == ("SCRAM-SHA-512", "avgrid", SECRET)
+    assert kc.ssl_cafile == str(tmp_path / "ca.pem") and kc.ssl_check_hostname is False and kc.exactly_once
+    assert (kc.bootstrap, kc.prefix, kc.dead_letter_dir, kc.run_id) == ("b1:9093,b2:9093", "cams", "./avgrid-out", "r1")
+    assert SECRET not in repr(kc)
+
+
+def test_kafka_password_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AVGRID_KAFKA_SASL_PASSWORD", SECRET)
+    cfg = load_config(overrides={"kafka": "b:9092", "kafka_security_protocol": "SASL_PLAINTEXT",
+                                 "kafka_sasl_mechanism": "PLAIN", "kafka_sasl_username": "u"})
+    assert kafka_sink_config(cfg, run_id="r", live=True).sasl_password == SECRET
+    assert kafka_sink_config(load_config(), run_id="r", live=True) is None     # no --kafka, no Kafka sink
+
+
+@pytest.mark.parametrize("yaml_text, words", [
+    (f"kafka: {{bootstrap: 'b:1', sasl_password: {SECRET}}}\n", ["'kafka_sasl_password'", "not read from the config",
+                                                                "AVGRID_KAFKA_SASL_PASSWORD"]),
+    (f"kafka_ssl_password: {SECRET}\n", ["kafka_ssl_password_file", "AVGRID_KAFKA_SSL_PASSWORD"]),
+    ("kafka: {bootstrap: 'b:1', security_protocol: SASL_SSL, sasl_mechanism: PLAIN, sasl_username: u}\n",
+     ["SASL_SSL needs a password", "kafka_sasl_password_file", "AVGRID_KAFKA_SASL_PASSWORD"]),
+    ("kafka: {bootstrap: 'b:1', security_protocol: SASL_PLAINTEXT, sasl_username: u}\n",
+     ["needs kafka_sasl_mechanism", "SCRAM-SHA-512"]),
+    ("kafka: {bootstrap: 'b:1', security_protocol: SASL_PLAINTEXT, sasl_mechanism: GSSAPI, sasl_username: u}\n",
+     ["needs kafka_sasl_mechanism", "'GSSAPI'"]),
+    ("kafka: {bootstrap: 'b:1', security_protocol: TLS}\n", ["kafka_security_protocol", "SASL_SSL", "'TLS'"]),
+    ("kafka: {bootstrap: 'b:1', sasl_mechanism: PLAIN}\n", ["SASL options are set", "PLAINTEXT"]),
+    ("kafka: {bootstrap: 'b:1', ssl_cafile: /no/such/ca.pem}\n", ["'kafka_ssl_cafile'", "/no/such/ca.pem"]),
+    ("kafka: {bootstrap: 'b:1', compression: brotli}\n", ["kafka_compression", "zstd"]),
+    ("kafka: {bootstrap: 'b:1', colour: red}\n", ["unknown option 'kafka_colour'"]),
+    ("kafka_security_protocol: SSL\n", ["'kafka_security_protocol' is set but no Kafka"]),
+])
+def test_bad_kafka_settings_are_clear_errors_that_never_echo_a_password(tmp_path, monkeypatch, yaml_text, words):
+    monkeypatch.delenv("AVGRID_KAFKA_SASL_PASSWORD", raising=False)
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    for w in words:
+        assert w in str(e.value)
+    assert str(f) in str(e.value) and SECRET not in str(e.value)
+
+
+def test_unreadable_or_empty_password_file_is_a_usage_error_before_anything_starts(tmp_path, capsys):
+    empty = tmp_path / "pw"
+    empty.write_text("\n")
+    flags = ["--kafka", "127.0.0.1:1", "--kafka-security-protocol", "SASL_PLAINTEXT", "--kafka-sasl-mechanism",
+             "PLAIN", "--kafka-sasl-username", "u", "--out", str(tmp_path / "out")]
+    assert main(["annotate", "x.mp4", *flags, "--kafka-sasl-password-file", str(empty)]) == 2
+    assert f"{empty}' is empty" in capsys.readouterr().err
+    assert main(["annotate", "x.mp4", *flags, "--kafka-sasl-password-file", str(tmp_path / "nope")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -23,6 +23,7 @@ import traceback
 from collections import deque
 from dataclasses import dataclass
 
+from pipeline.errors import SinkError
 from pipeline.grid import Cell, Gap, GridConfig
 from pipeline.redact import redact
 
@@ -291,24 +292,31 @@ class OperatorWorker:
 class SinkWorker:
     """Parquet dataset at ``out`` plus, optionally, Kafka topics ``<prefix>.<kind>``, behind one FanOut."""
 
-    def __init__(self, out: str, run_id: str, kafka: str | None = None, kafka_prefix: str = "avgrid",
-                 live: bool = False):
+    def __init__(self, out: str, run_id: str, kafka=None):
+        """``kafka``: a :class:`~pipeline.sinks.KafkaConfig` (its passwords were read on the driver and
+        travel inside Ray, never on a command line), or None for Parquet only."""
         import uuid
 
-        from pipeline.sinks import FanOut, KafkaConfig, KafkaSink, ParquetSink
+        from pipeline.sinks import FanOut, KafkaSink, ParquetSink
 
         # a restarted actor is a new writer: its files need their own name (records keep the run id)
         self.incarnation = uuid.uuid4().hex[:8]
+        self.error: str | None = None
         writer_id = f"{run_id}.r{self.incarnation}" if _restarted() else run_id
         sinks = [ParquetSink.open(out, run_id=writer_id)]
         if kafka:
-            sinks.append(KafkaSink.connect(KafkaConfig(bootstrap=kafka, prefix=kafka_prefix, live=live,
-                                                       dead_letter_dir=out, run_id=run_id)))
+            try:
+                sinks.append(KafkaSink.connect(kafka))
+            except SinkError as e:      # reported by ready(), not a crash for Ray to restart in a loop
+                self.error = str(e)
         self.sink = FanOut(sinks)
         self.delivered = 0
 
-    def committed(self) -> list[str]:
-        return sorted(self.sink.committed_inputs())
+    def ready(self) -> dict:
+        """``{"committed": [input, ...]}``, or ``{"error": reason}`` when a sink could not connect."""
+        if self.error:
+            return {"error": self.error}
+        return {"committed": sorted(self.sink.committed_inputs())}
 
     def deliver(self, records: list, commit_key: str | None = None, flush: bool = True) -> dict:
         """Write ``records`` and flush (unless told not to: live batches between flushes); then
@@ -317,6 +325,8 @@ class SinkWorker:
         Returns ``{"delivered": n, "committed": bool | None, "errors": {...}}``; ``committed`` is
         False when a sink lost records of that input (a re-run will redo it).
         """
+        if self.error:
+            raise SinkError(self.error)
         if records:
             self.sink.write(records)
         if flush or commit_key is not None:

@@ -24,7 +24,7 @@ import time
 import uuid
 
 from pipeline.config import Config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, SinkError
 from pipeline.grid import Cell, Gap
 from pipeline.redact import redact
 from pipeline.runtime.builder import CellSpan, Draft, RecordBuilder
@@ -94,11 +94,14 @@ class Engine:
     # -- the loop ------------------------------------------------------------------
     def _execute(self, specs: list[InputSpec], pre: list[InputResult], *, live: bool,
                  duration: float | None = None, stop: threading.Event | None = None) -> RunSummary:
+        from pipeline.config import kafka_sink_config
         from pipeline.runtime.cluster import ray_session
 
         t0 = time.monotonic()
+        # passwords are read here, on the driver, before anything starts: a missing file is a usage error
+        kafka = kafka_sink_config(self.cfg, run_id=self.run_id, live=live)
         with ray_session(self.cfg.ray_address, self.cfg.num_cpus) as ray:
-            loop = _Loop(self, ray, live=live)
+            loop = _Loop(self, ray, live=live, kafka=kafka)
             try:
                 results = loop.run(specs, duration=duration, stop=stop)
             finally:
@@ -115,7 +118,7 @@ class Engine:
 class _Loop:
     """One run's actors and event loop (driver side)."""
 
-    def __init__(self, engine: Engine, ray, *, live: bool):
+    def __init__(self, engine: Engine, ray, *, live: bool, kafka=None):
         from pipeline.runtime import actors
         from pipeline.runtime.cluster import cluster_cpus, cluster_gpus
 
@@ -135,12 +138,15 @@ class _Loop:
                      .remote(profile, self.cfg.torch_threads) for i in range(n_ops)]
         self.load = [0] * n_ops
         sink_cls = actors.remote(actors.SinkWorker, kind="sink", name=f"avgrid-{tag}-sink" if tag else None)
-        self.sink = sink_cls.remote(self.cfg.out, engine.run_id, self.cfg.kafka, self.cfg.kafka_prefix, live)
+        self.sink = sink_cls.remote(self.cfg.out, engine.run_id, kafka)
         self.source_cls = actors.remote(actors.SourceWorker, kind="source", live=live)
         self.idle_sources: list = []      # archive: source actors whose last file ended cleanly
         self.gen = 0                      # inputs started so far; names each one to its source actor
         self.describing = [a.describe.remote() for a in self.pool]
-        self.committed = set(ray.get(self.sink.committed.remote()))
+        ready = ray.get(self.sink.ready.remote())
+        if "error" in ready:     # nothing has been decoded yet: no input is lost by stopping here
+            raise SinkError(ready["error"])
+        self.committed = set(ready["committed"])
         self.sink_incarnation = None
         # only a bundle (or a test's analyzer) dictates the grid; otherwise sources start decoding
         # while the operator actors still load their models (seconds of imports on a small machine)

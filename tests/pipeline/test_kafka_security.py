@@ -8,6 +8,7 @@ has neither). Every log line at DEBUG is checked for the passwords.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import socket
 import subprocess
@@ -168,3 +169,54 @@ def test_ssl_settings_pass_through(secure_broker):
     # a client that does not trust the broker's CA gets a clear error, not a hang
     with pytest.raises(SinkError, match=f"kafka 127.0.0.1:{SSL_PORT}: cannot connect: .*security_protocol=SSL"):
         KafkaSink.connect(KafkaConfig(cfg.bootstrap, security_protocol="SSL", connect_timeout_s=3.0))
+
+
+def _ray_logs() -> str:
+    """Every log file of the running Ray session, as one text."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    return "\n".join(p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file())
+
+
+@pytest.mark.timeout(300)
+def test_avgrid_annotate_writes_to_a_scram_broker_with_the_password_from_a_file(secure_broker, tmp_path, ray_local,
+                                                                                 capsys, caplog, monkeypatch):
+    """The CLI's Kafka security options reach the sink actor: records arrive, and the password shows up
+    in no output, log, Ray log or error; a wrong one fails every input with the reason, not a hang."""
+    from kafka import KafkaConsumer
+
+    from pipeline.cli import main
+    from tests.datasets import read_kind
+    from tests.media import MediaSpec, make_media
+
+    monkeypatch.delenv("AVGRID_KAFKA_SASL_PASSWORD", raising=False)
+    caplog.set_level(logging.DEBUG)
+    clip = make_media(tmp_path / "clip.mp4", MediaSpec(duration_s=6.0, width=160, height=120, flashes=(2.0,),
+                                                       clicks=(4.0,))).path
+    pw = tmp_path / "kafka-password"
+    pw.write_text(SCRAM_PASSWORD + "\n")
+    prefix = f"cli{uuid.uuid4().hex[:8]}"
+    flags = ["--kafka", BOOTSTRAP, "--kafka-prefix", prefix, "--kafka-security-protocol", "SASL_PLAINTEXT",
+             "--kafka-sasl-mechanism", "SCRAM-SHA-512", "--kafka-sasl-username", "scramuser", "--no-progress"]
+    out = tmp_path / "out"
+    assert main(["annotate", str(clip), "--out", str(out), *flags, "--kafka-sasl-password-file", str(pw)]) == 0
+    expected = {r["record_id"] for k in ("event", "caption") for r in read_kind(str(out), k)}
+    assert expected
+    consumer = KafkaConsumer(f"{prefix}.event", f"{prefix}.caption", bootstrap_servers=BOOTSTRAP,
+                             security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+                             sasl_plain_username="scramuser", sasl_plain_password=SCRAM_PASSWORD,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000, enable_auto_commit=False)
+    got = {json.loads(m.value)["record_id"] for m in consumer}
+    consumer.close()
+    assert got == expected
+
+    wrong = tmp_path / "wrong-password"
+    wrong_pw = "wrong-" + uuid.uuid4().hex
+    wrong.write_text(wrong_pw)
+    rc = main(["annotate", str(clip), "--out", str(tmp_path / "out2"), *flags, "--kafka-sasl-password-file",
+               str(wrong)])
+    printed = capsys.readouterr()
+    assert rc == 1 and "cannot connect" in printed.out + printed.err and "user=scramuser" in printed.out + printed.err
+    for secret in (SCRAM_PASSWORD, wrong_pw):
+        assert secret not in printed.out + printed.err and secret not in caplog.text and secret not in _ray_logs()
