@@ -21,7 +21,7 @@ import sys
 import threading
 from dataclasses import fields
 
-from pipeline.config import HELP, Config, load_config
+from pipeline.config import HELP, SECRET_ENV, Config, kafka_sink_config, load_config
 from pipeline.errors import AvgridError, ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -32,10 +32,36 @@ _SHOWN = {"progress": "on when stderr is a terminal", "operator_actors": "one pe
 _ONLY = {"duration": "run", "status_interval_s": "run", "concurrency": "annotate", "readahead_cells": "annotate"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error never repeats what follows a ``--...pass...`` option
+    (argparse quotes unrecognised or ambiguous arguments, value included)."""
+
+    argv: list[str] = []
+
+    def error(self, message: str):
+        for i, arg in enumerate(_Parser.argv):
+            name, eq, value = arg.partition("=")
+            if "pass" in name.lower() and name.startswith("-"):
+                if eq and value:
+                    message = message.replace(arg, f"{name}=***")
+                elif i + 1 < len(_Parser.argv) and not _Parser.argv[i + 1].startswith("-"):
+                    message = message.replace(_Parser.argv[i + 1], "***")
+        super().error(message)
+
+
+class _RefusePassword(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        env = SECRET_ENV[self.dest]
+        parser.error(f"{option_string}: passwords are not taken from flags (ps shows them to every local "
+                     f"user); use {option_string}-file FILE or ${env}")
+
+
 def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
     defaults = Config()
     p.add_argument("--config", metavar="FILE", help="YAML file with any of the options below (flags win)")
     kafka = p.add_argument_group("Kafka connection (passwords only from a file or the environment)")
+    for name in SECRET_ENV:
+        kafka.add_argument("--" + name.replace("_", "-"), dest=name, action=_RefusePassword, help=argparse.SUPPRESS)
     for f in fields(Config):
         if _ONLY.get(f.name, command) != command:
             continue
@@ -57,7 +83,7 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="avgrid", description="Streaming audio-visual understanding: decode, align on one temporal grid, "
         "detect and encode, and write action/event/sentiment/caption records to Parquet and Kafka.",
         epilog="Exit status: 0 all inputs succeeded, 1 some inputs failed, 2 usage or configuration error.")
@@ -192,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return train.main(argv)
     parser = build_parser()
+    _Parser.argv = argv
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
@@ -201,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("annotate", "run"):
             cfg = config_from_args(args)
+            # password and TLS files are read now: a missing one is a usage error before Ray starts
+            kafka_sink_config(cfg, run_id="check", live=args.command == "run")
             return (_annotate if args.command == "annotate" else _run)(args, cfg)
         return {"inspect": _inspect, "models": _models, "bench": _bench}[args.command](args)
     except ConfigError as e:

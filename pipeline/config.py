@@ -189,8 +189,7 @@ def validate(cfg: Config, origin: str = "config") -> Config:
         raise ConfigError(f"{origin}: option 'kafka' must be HOST:PORT, got {cfg.kafka!r}")
     if cfg.max_inflight < cfg.chunk_cells:
         cfg = cfg.replace(max_inflight=cfg.chunk_cells)
-    _validate_kafka(cfg, origin)
-    return cfg
+    return _validate_kafka(cfg, origin)
 
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -199,14 +198,18 @@ COMPRESSIONS = ("gzip", "snappy", "lz4", "zstd")
 # where a password comes from when its *_password_file option is not set
 SECRET_ENV = {"kafka_sasl_password": "AVGRID_KAFKA_SASL_PASSWORD", "kafka_ssl_password": "AVGRID_KAFKA_SSL_PASSWORD"}
 _KAFKA_DEFAULTS = {f.name: f.default for f in fields(Config) if f.name.startswith("kafka_") and f.name != "kafka_prefix"}
+_SSL_OPTIONS = [n for n in _KAFKA_DEFAULTS if n.startswith("kafka_ssl_")]
 
 
-def _validate_kafka(cfg: Config, origin: str) -> None:
+def _validate_kafka(cfg: Config, origin: str) -> Config:
+    cfg = cfg.replace(kafka_security_protocol=cfg.kafka_security_protocol.upper(),
+                      kafka_sasl_mechanism=cfg.kafka_sasl_mechanism and cfg.kafka_sasl_mechanism.upper(),
+                      kafka_compression=cfg.kafka_compression and cfg.kafka_compression.lower())
     if cfg.kafka is None:
         changed = [n for n, d in _KAFKA_DEFAULTS.items() if getattr(cfg, n) != d]
         if changed:
             raise ConfigError(f"{origin}: option {changed[0]!r} is set but no Kafka is (--kafka HOST:PORT)")
-        return
+        return cfg
     proto = cfg.kafka_security_protocol
     if proto not in KAFKA_PROTOCOLS:
         raise ConfigError(f"{origin}: option 'kafka_security_protocol' must be one of {', '.join(KAFKA_PROTOCOLS)}, "
@@ -223,6 +226,12 @@ def _validate_kafka(cfg: Config, origin: str) -> None:
     elif cfg.kafka_sasl_mechanism or cfg.kafka_sasl_username or cfg.kafka_sasl_password_file:
         raise ConfigError(f"{origin}: SASL options are set but kafka_security_protocol is {proto} "
                           f"(SASL_PLAINTEXT or SASL_SSL uses them)")
+    ssl_set = [n for n in _SSL_OPTIONS if getattr(cfg, n) != _KAFKA_DEFAULTS[n]]
+    if ssl_set and not proto.endswith("SSL"):
+        raise ConfigError(f"{origin}: option {ssl_set[0]!r} is set but kafka_security_protocol is {proto} "
+                          f"(SSL or SASL_SSL uses it)")
+    if cfg.kafka_ssl_keyfile and not cfg.kafka_ssl_certfile:
+        raise ConfigError(f"{origin}: option 'kafka_ssl_keyfile' needs kafka_ssl_certfile (the certificate of that key)")
     for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "kafka_ssl_password_file",
                  "kafka_sasl_password_file"):
         path = getattr(cfg, name)
@@ -231,6 +240,7 @@ def _validate_kafka(cfg: Config, origin: str) -> None:
     if cfg.kafka_compression is not None and cfg.kafka_compression not in COMPRESSIONS:
         raise ConfigError(f"{origin}: option 'kafka_compression' must be one of {', '.join(COMPRESSIONS)}, "
                           f"got {cfg.kafka_compression!r}")
+    return cfg
 
 
 def _secret(cfg: Config, name: str) -> str | None:
@@ -246,6 +256,15 @@ def _secret(cfg: Config, name: str) -> str | None:
             raise ConfigError(f"option '{name}_file': {path!r} is empty")
         return value
     return os.environ.get(SECRET_ENV[name]) or None
+
+
+def _read_pem(cfg: Config, option: str) -> bytes:
+    """A TLS file's bytes, read on the driver: the sink actor may run on a node that lacks the file."""
+    path = getattr(cfg, option)
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"option {option!r}: cannot read {path!r}: {e.strerror or e}") from None
 
 
 def kafka_sink_config(cfg: Config, *, run_id: str, live: bool):
@@ -268,7 +287,9 @@ def kafka_sink_config(cfg: Config, *, run_id: str, live: bool):
         sasl_username=cfg.kafka_sasl_username,
         sasl_password=_secret(cfg, "kafka_sasl_password") if cfg.kafka_sasl_mechanism else None,
         ssl_cafile=cfg.kafka_ssl_cafile, ssl_certfile=cfg.kafka_ssl_certfile, ssl_keyfile=cfg.kafka_ssl_keyfile,
-        ssl_password=_secret(cfg, "kafka_ssl_password") if cfg.kafka_ssl_keyfile else None,
+        ssl_password=_secret(cfg, "kafka_ssl_password") if cfg.kafka_ssl_certfile else None,
+        ssl_pem=tuple((name, _read_pem(cfg, f"kafka_{name}")) for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+                      if getattr(cfg, f"kafka_{name}")),
         ssl_check_hostname=cfg.kafka_ssl_check_hostname, exactly_once=cfg.kafka_exactly_once,
         compression=cfg.kafka_compression)
 
@@ -276,15 +297,21 @@ def kafka_sink_config(cfg: Config, *, run_id: str, live: bool):
 def _flatten(data: dict) -> dict:
     """``kafka: {bootstrap: H:P, sasl_mechanism: ...}`` -> ``kafka: H:P, kafka_sasl_mechanism: ...``;
     other keys as they are."""
-    flat = {}
+    flat: dict = {}
+
+    def put(key: str, value) -> None:
+        if key.replace("-", "_") in {k.replace("-", "_") for k in flat}:
+            raise ConfigError(f"option {key!r} is given twice")
+        flat[key] = value
+
     for key, value in data.items():
         key = str(key)
         if key == "kafka" and isinstance(value, dict):
             for sub, v in value.items():
                 sub = str(sub).replace("-", "_")
-                flat["kafka" if sub == "bootstrap" else f"kafka_{sub}"] = v
+                put("kafka" if sub == "bootstrap" else f"kafka_{sub}", v)
         else:
-            flat[key] = value
+            put(key, value)
     return flat
 
 
@@ -305,7 +332,11 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise ConfigError(f"{origin}: not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{origin}: config must be a mapping of option: value")
-        for key, value in _flatten(data).items():
+        try:
+            flat = _flatten(data)
+        except ConfigError as e:
+            raise ConfigError(f"{origin}: {e}") from None
+        for key, value in flat.items():
             name = key.replace("-", "_")
             if name in SECRET_ENV:
                 raise ConfigError(f"{origin}: option {key!r}: passwords are not read from the config file (it is "
@@ -313,7 +344,8 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
                                   f"${SECRET_ENV[name]} instead")
             if name not in HELP:
                 raise ConfigError(f"{origin}: unknown option {key!r} (known: {', '.join(sorted(HELP))})")
-            values[name] = _coerce(name, value, origin)
+            if value is not None:       # an empty key (`x:` or `x: ~`) leaves the default
+                values[name] = _coerce(name, value, origin)
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _coerce(name, value, "command line")

@@ -1,5 +1,8 @@
 """CLI flags, YAML config and usage errors (no Ray needed: these fail or finish before it starts)."""
 
+import os
+import shutil
+
 import pytest
 
 from pipeline.cli import build_parser, config_from_args, main
@@ -37,14 +40,20 @@ def test_every_option_has_a_flag_a_yaml_key_and_help_with_its_default(capsys):
     ("max_batch: 0\n", ["'max_batch' must be > 0"]),
 ])
 def test_bad_config_is_a_clear_error_naming_file_and_option(tmp_path, yaml_text, words):
+    msg = config_error(tmp_path, yaml_text, words)
+    if "must be" in yaml_text or "outt" in yaml_text:
+        assert str(tmp_path / "bad.yaml") in msg
+
+
+def config_error(tmp_path, yaml_text: str, words: list[str]) -> str:
+    """The ConfigError that ``yaml_text`` as a config file gives; it must hold every one of ``words``."""
     f = tmp_path / "bad.yaml"
     f.write_text(yaml_text)
     with pytest.raises(ConfigError) as e:
         load_config(f)
     for w in words:
         assert w in str(e.value)
-    if "must be" in yaml_text or "outt" in yaml_text:
-        assert str(f) in str(e.value)
+    return str(e.value)
 
 
 def test_bundle_flag_implies_bundle_profile():
@@ -97,6 +106,33 @@ kafka:
     assert SECRET not in repr(kc)
 
 
+def test_empty_yaml_values_keep_the_defaults_and_names_are_case_insensitive(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("kafka:\n  bootstrap: b:1\n  security_protocol: ssl\n  ssl_check_hostname: ~\n  compression: GZIP\n"
+                 "hop_s:\n")
+    cfg = load_config(f)
+    assert cfg.kafka_ssl_check_hostname is True and cfg.hop_s == Config().hop_s     # not None: TLS stays checked
+    assert (cfg.kafka_security_protocol, cfg.kafka_compression) == ("SSL", "gzip")
+
+
+def test_tls_files_are_read_where_the_run_starts(tmp_path):
+    """The sink actor may run on another node: the PEM files travel with its settings and are
+    written to a private directory there."""
+    from pipeline.sinks.kafka import _local_pem
+
+    (tmp_path / "ca.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nca\n")
+    cfg = load_config(overrides={"kafka": "b:1", "kafka_security_protocol": "SSL",
+                                 "kafka_ssl_cafile": str(tmp_path / "ca.pem")})
+    kc = kafka_sink_config(cfg, run_id="r", live=False)
+    (tmp_path / "ca.pem").unlink()                       # as on a node without the file
+    local, d = _local_pem(kc)
+    try:
+        assert local.ssl_cafile.startswith(d) and open(local.ssl_cafile, "rb").read().endswith(b"ca\n")
+        assert os.stat(d).st_mode & 0o077 == 0 and os.stat(local.ssl_cafile).st_mode & 0o077 == 0
+    finally:
+        shutil.rmtree(d)
+
+
 def test_kafka_password_from_the_environment(monkeypatch):
     monkeypatch.setenv("AVGRID_KAFKA_SASL_PASSWORD", SECRET)
     cfg = load_config(overrides={"kafka": "b:9092", "kafka_security_protocol": "SASL_PLAINTEXT",
@@ -117,20 +153,19 @@ def test_kafka_password_from_the_environment(monkeypatch):
      ["needs kafka_sasl_mechanism", "'GSSAPI'"]),
     ("kafka: {bootstrap: 'b:1', security_protocol: TLS}\n", ["kafka_security_protocol", "SASL_SSL", "'TLS'"]),
     ("kafka: {bootstrap: 'b:1', sasl_mechanism: PLAIN}\n", ["SASL options are set", "PLAINTEXT"]),
-    ("kafka: {bootstrap: 'b:1', ssl_cafile: /no/such/ca.pem}\n", ["'kafka_ssl_cafile'", "/no/such/ca.pem"]),
+    ("kafka: {bootstrap: 'b:1', security_protocol: SSL, ssl_cafile: /no/such/ca.pem}\n",
+     ["'kafka_ssl_cafile'", "/no/such/ca.pem"]),
+    ("kafka: {bootstrap: 'b:1', ssl_cafile: /etc/hostname}\n", ["'kafka_ssl_cafile' is set but", "PLAINTEXT"]),
+    ("kafka: {bootstrap: 'b:1', security_protocol: SSL, ssl_keyfile: /etc/hostname}\n", ["needs kafka_ssl_certfile"]),
+    ("kafka_prefix: a\nkafka: {bootstrap: 'b:1', prefix: b}\n", ["'kafka_prefix' is given twice"]),
     ("kafka: {bootstrap: 'b:1', compression: brotli}\n", ["kafka_compression", "zstd"]),
     ("kafka: {bootstrap: 'b:1', colour: red}\n", ["unknown option 'kafka_colour'"]),
     ("kafka_security_protocol: SSL\n", ["'kafka_security_protocol' is set but no Kafka"]),
 ])
 def test_bad_kafka_settings_are_clear_errors_that_never_echo_a_password(tmp_path, monkeypatch, yaml_text, words):
     monkeypatch.delenv("AVGRID_KAFKA_SASL_PASSWORD", raising=False)
-    f = tmp_path / "bad.yaml"
-    f.write_text(yaml_text)
-    with pytest.raises(ConfigError) as e:
-        load_config(f)
-    for w in words:
-        assert w in str(e.value)
-    assert str(f) in str(e.value) and SECRET not in str(e.value)
+    msg = config_error(tmp_path, yaml_text, words)
+    assert str(tmp_path / "bad.yaml") in msg and SECRET not in msg
 
 
 def test_unreadable_or_empty_password_file_is_a_usage_error_before_anything_starts(tmp_path, capsys):
@@ -143,3 +178,17 @@ def test_unreadable_or_empty_password_file_is_a_usage_error_before_anything_star
     assert main(["annotate", "x.mp4", *flags, "--kafka-sasl-password-file", str(tmp_path / "nope")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["--kafka-sasl-password", SECRET],
+    [f"--kafka-ssl-password={SECRET}"],
+    [f"--kafka-sasl-passwd={SECRET}"],          # a typo: argparse would quote it back
+    ["--kafka-sasl-passwd", SECRET],
+])
+def test_a_password_on_the_command_line_is_refused_without_repeating_it(argv, capsys):
+    assert main(["annotate", "x.mp4", "--kafka", "b:1", *argv]) == 2
+    err = capsys.readouterr().err
+    assert SECRET not in err and ("password" in err or "unrecognized" in err)
+    if "passwd" not in argv[0]:
+        assert "-file FILE" in err and "AVGRID_KAFKA_S" in err

@@ -307,8 +307,16 @@ class SinkWorker:
         if kafka:
             try:
                 sinks.append(KafkaSink.connect(kafka))
-            except SinkError as e:      # reported by ready(), not a crash for Ray to restart in a loop
-                self.error = str(e)
+            except Exception as e:
+                if _restarted():
+                    # mid-run: Ray does not restart an actor whose constructor raised, so it is gone
+                    # for good; the driver fails what runs, with this reason, and starts nothing more
+                    raise
+                # at start: reported by ready(), which stops the run before anything is decoded
+                msg = str(e) if isinstance(e, SinkError) else f"kafka {kafka.bootstrap}: {type(e).__name__}: {e}"
+                for secret in kafka.secrets():
+                    msg = msg.replace(secret, "***")
+                self.error = redact(msg)
         self.sink = FanOut(sinks)
         self.delivered = 0
 

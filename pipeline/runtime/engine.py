@@ -143,11 +143,15 @@ class _Loop:
         self.idle_sources: list = []      # archive: source actors whose last file ended cleanly
         self.gen = 0                      # inputs started so far; names each one to its source actor
         self.describing = [a.describe.remote() for a in self.pool]
-        ready = ray.get(self.sink.ready.remote())
+        try:
+            ready = ray.get(self.sink.ready.remote())
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+            raise SinkError(f"the sink actor did not start: {_cause(e)}") from None
         if "error" in ready:     # nothing has been decoded yet: no input is lost by stopping here
             raise SinkError(ready["error"])
         self.committed = set(ready["committed"])
         self.sink_incarnation = None
+        self.sink_dead: str | None = None     # the sink actor is gone for good: why
         # only a bundle (or a test's analyzer) dictates the grid; otherwise sources start decoding
         # while the operator actors still load their models (seconds of imports on a small machine)
         self.grid = self.cfg.grid if self.cfg.profile != "bundle" and engine.analyzer is None else None
@@ -227,6 +231,8 @@ class _Loop:
                 self._abandon()
                 if now - self.stopping_at > self.e.drain_s + 1.0:
                     self._hard_stop()     # a sink that does not answer must not keep the process alive
+            if self.sink_dead:
+                self._sink_lost(pending)
             while pending and self.stopping_at is None and (self.live or self._room_to_decode()):
                 self._start(pending.popleft())
             if self.describing and len(ray.wait(self.describing, num_returns=len(self.describing),
@@ -256,6 +262,19 @@ class _Loop:
                 what = self.refs.pop(ref)
                 getattr(self, f"_on_{what[0]}")(ref, *what[1:])
         return self.results
+
+    def _sink_lost(self, pending) -> None:
+        """No record can be delivered any more: fail what runs, and do not decode what waits."""
+        for r in self.runs:
+            if not r.finished:
+                self._fail(r, self.sink_dead)
+        while pending:
+            spec = pending.popleft()
+            result = InputResult(input=spec.display or redact(spec.url), status="failed",
+                                 reason=f"not started: {self.sink_dead}")
+            if spec.commit_key is not None and spec.commit_key in self.committed:
+                result.status, result.reason = "skipped", "already committed in this dataset"
+            self.results.append(result)
 
     def _room_to_decode(self) -> bool:
         """Archives: another file may start while fewer than ``concurrency`` are decoding. A file whose
@@ -562,6 +581,8 @@ class _Loop:
         try:
             out = self.ray.get(ref)
         except (self.ray.exceptions.RayTaskError, self.ray.exceptions.RayActorError) as e:
+            if isinstance(e, self.ray.exceptions.RayActorError):
+                self.sink_dead = f"sink failed: {_cause(e)}"     # past its restarts: nothing more can land
             if not r.finished:
                 self._fail(r, f"sink failed: {_cause(e)}")
             return

@@ -18,8 +18,11 @@ configuration and the SASL PLAIN auth bytes at DEBUG, so a filter masks them on 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import shutil
+import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -55,6 +58,9 @@ class KafkaConfig:
     ssl_keyfile: str | None = None
     ssl_password: str | None = field(default=None, repr=False)
     ssl_check_hostname: bool = True
+    # ((option, PEM bytes), ...): the ssl_* files as read where the run started; the sink writes them
+    # to a private directory on whichever node it runs, so they need not exist there
+    ssl_pem: tuple = field(default=(), repr=False)
     partitions: int = 1                     # for topics the sink creates
     replication: int = 1
     buffer_max_records: int = 100_000       # unacknowledged records held in memory at most
@@ -108,6 +114,20 @@ def producer_config(cfg: KafkaConfig) -> dict:
     return kw
 
 
+def _local_pem(cfg: KafkaConfig) -> tuple[KafkaConfig, str | None]:
+    """``cfg`` with its shipped PEM files written to a new private directory (returned too)."""
+    if not cfg.ssl_pem:
+        return cfg, None
+    d = tempfile.mkdtemp(prefix="avgrid-kafka-tls-")       # mode 0700
+    paths = {}
+    for name, data in cfg.ssl_pem:
+        path = os.path.join(d, f"{name}.pem")
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(data)
+        paths[name] = path
+    return dataclasses.replace(cfg, ssl_pem=(), **paths), d
+
+
 class _MaskSecrets(logging.Filter):
     """Replaces known secrets in log records (kafka-python logs configs and payloads at DEBUG)."""
 
@@ -156,6 +176,7 @@ class KafkaSink:
         self._txn_error: Exception | None = None
         self._where = f"kafka {redact(cfg.bootstrap)}"
         self._closed = False
+        self._pem_dir: str | None = None      # set by connect() when it wrote shipped PEM files
         if cfg.exactly_once:
             producer.init_transactions()
             producer.begin_transaction()
@@ -167,6 +188,16 @@ class KafkaSink:
         Raises SinkError naming the bootstrap address when no broker answers in ``connect_timeout_s``.
         """
         guard_kafka_logs(cfg.secrets())
+        cfg, pem_dir = _local_pem(cfg)
+        try:
+            return cls._connect(cfg, pem_dir)
+        except BaseException:
+            if pem_dir:
+                shutil.rmtree(pem_dir, ignore_errors=True)
+            raise
+
+    @classmethod
+    def _connect(cls, cfg: KafkaConfig, pem_dir: str | None) -> "KafkaSink":
         try:
             producer = KafkaProducer(**producer_config(cfg))
         except KafkaError as e:
@@ -182,7 +213,9 @@ class KafkaSink:
             raise SinkError(f"kafka {redact(cfg.bootstrap)}: cannot connect: {redact(str(e))}{hint}") from None
         guard_kafka_logs(cfg.secrets())     # loggers created while connecting
         dead_letter = DeadLetter.beside(cfg.dead_letter_dir, "kafka", cfg.run_id) if cfg.dead_letter_dir else None
-        return cls(producer, cfg, dead_letter=dead_letter)
+        sink = cls(producer, cfg, dead_letter=dead_letter)
+        sink._pem_dir = pem_dir
+        return sink
 
     @property
     def pending(self) -> int:
@@ -277,6 +310,8 @@ class KafkaSink:
         finally:
             self._closed = True
             self._producer.close(timeout=self.cfg.request_timeout_s)
+            if self._pem_dir:
+                shutil.rmtree(self._pem_dir, ignore_errors=True)
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ has neither). Every log line at DEBUG is checked for the passwords.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import socket
@@ -166,6 +167,14 @@ def test_ssl_settings_pass_through(secure_broker):
     msgs = consume(cfg.bootstrap, [cfg.topic("caption")], 3, security_protocol="SSL",
                    ssl_cafile=secure_broker["ca"])
     assert [from_json("caption", m.value) for m in msgs] == records
+    # the CA as read on another machine (the driver), shipped with the settings: no file here
+    shipped = dataclasses.replace(cfg, ssl_cafile="/nonexistent/ca.pem",
+                                  ssl_pem=(("ssl_cafile", Path(secure_broker["ca"]).read_bytes()),))
+    sink = KafkaSink.connect(shipped)
+    pem_dir = sink._pem_dir
+    sink.write(records)
+    sink.close()
+    assert sink.stats.written["caption"] == 3 and not Path(pem_dir).exists()
     # a client that does not trust the broker's CA gets a clear error, not a hang
     with pytest.raises(SinkError, match=f"kafka 127.0.0.1:{SSL_PORT}: cannot connect: .*security_protocol=SSL"):
         KafkaSink.connect(KafkaConfig(cfg.bootstrap, security_protocol="SSL", connect_timeout_s=3.0))

@@ -140,15 +140,15 @@ def test_killing_an_operator_actor_mid_run_still_gives_all_records(clean_run, tm
 class _KillSinkOnce(Observer):
     """Kills the sink actor right after the first input was written and committed."""
 
-    def __init__(self, run_id):
-        self.run_id, self.killed = run_id, False
+    def __init__(self, run_id, for_good: bool = False):
+        self.run_id, self.killed, self.for_good = run_id, False, for_good
 
     def records_delivered(self, n, lag_s):
         import ray
 
         if not self.killed:
             self.killed = True
-            ray.kill(ray.get_actor(f"avgrid-{self.run_id}-sink"), no_restart=False)
+            ray.kill(ray.get_actor(f"avgrid-{self.run_id}-sink"), no_restart=self.for_good)
 
 
 def test_killing_the_sink_actor_mid_run_still_writes_and_commits_every_input(tmp_path, ray_local):
@@ -162,6 +162,24 @@ def test_killing_the_sink_actor_mid_run_still_writes_and_commits_every_input(tmp
     assert {r["stream_id"] for r in read(out, "caption")} == {os.path.abspath(c) for c in clips}
     again = Engine(cfg, run_id="sinkkill2").annotate(clips)      # all three committed: nothing to redo
     assert [r.status for r in again.inputs] == ["skipped"] * 3
+
+
+def test_a_sink_gone_for_good_stops_the_run_with_the_reason_and_decodes_nothing_more(tmp_path, ray_local):
+    clips = [make_media(tmp_path / f"g{i}.mp4", MediaSpec(duration_s=3.0, flashes=(1.0,), clicks=())).path
+             for i in range(6)]
+    cfg = load_config(overrides={"out": str(tmp_path / "o"), "concurrency": 1, "readahead_cells": 4})
+    killer = _KillSinkOnce("sinkgone", for_good=True)
+    summary = Engine(cfg, run_id="sinkgone", observers=[killer]).annotate(clips)
+    assert killer.killed and summary.exit_code == 1, summary.table()
+    done = [r for r in summary.inputs if r.status == "ok"]
+    failed = [r for r in summary.inputs if r.status == "failed"]
+    assert len(done) >= 1 and len(done) + len(failed) == len(clips), summary.table()
+    assert all("sink failed" in r.reason for r in failed), summary.table()
+    never = [r for r in failed if r.reason.startswith("not started")]
+    assert never and all(r.frames == 0 for r in never), summary.table()
+    # what was committed before the loss stays committed
+    again = Engine(cfg, run_id="sinkgone2").annotate(clips)
+    assert [r.status for r in again.inputs][:len(done)] == ["skipped"] * len(done)
 
 
 class _KillFirstDecoder(Observer):
