@@ -27,7 +27,7 @@ from pipeline.errors import AvgridError, ConfigError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 _SHOWN = {"progress": "on when stderr is a terminal", "operator_actors": "one per 2 Ray CPUs, at least 1",
-          "num_cpus": "all", "action_weights": "torchvision's cache"}
+          "num_cpus": "all", "action_weights": "torchvision's cache", "duration": "until SIGINT/SIGTERM"}
 # options that only make sense for one command
 _ONLY = {"duration": "run", "status_interval_s": "run", "concurrency": "annotate", "readahead_cells": "annotate"}
 

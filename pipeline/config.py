@@ -116,7 +116,7 @@ HELP: dict[str, str] = {
     "ray_address": "join an existing Ray cluster (HOST:PORT) instead of starting a local one on 127.0.0.1",
     "metrics_port": "serve Prometheus metrics on 127.0.0.1:PORT (cells/s, stage latency, queues, drops, sink lag)",
     "metrics_host": "address the metrics endpoint binds to (0.0.0.0 exposes it, e.g. to a Prometheus in Kubernetes)",
-    "duration": "avgrid run: stop after this many seconds (default: until SIGINT/SIGTERM)",
+    "duration": "avgrid run: stop this many seconds after the first media arrives",
     "hop_s": "grid cell length in media seconds",
     "fps": "frames sampled per media second",
     "frame_size": "frames are scaled to SIZE x SIZE pixels",

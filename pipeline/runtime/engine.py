@@ -152,6 +152,7 @@ class _Loop:
         self.committed = set(ready["committed"])
         self.sink_incarnation = None
         self.sink_dead: str | None = None     # the sink actor is gone for good: why
+        self.first_media_at: float | None = None     # when the first cell of any stream arrived
         # only a bundle (or a test's analyzer) dictates the grid; otherwise sources start decoding
         # while the operator actors still load their models (seconds of imports on a small machine)
         self.grid = self.cfg.grid if self.cfg.profile != "bundle" and engine.analyzer is None else None
@@ -221,10 +222,14 @@ class _Loop:
         ray = self.ray
         self.results: list[InputResult] = []
         pending = deque(specs)
-        t_end = time.monotonic() + duration if duration else None
+        # --duration counts from the first media of any stream, not from the time that Ray, the models
+        # and the stream handshakes took; a stream that never opens ends by its own error
+        t_end = None
         last_tick = 0.0
         while True:
             now = time.monotonic()
+            if duration and t_end is None and self.first_media_at is not None:
+                t_end = self.first_media_at + duration
             if self.stopping_at is None and ((stop is not None and stop.is_set()) or (t_end and now >= t_end)):
                 self._stop(now)
             if self.stopping_at is not None and now - self.stopping_at > self.e.drain_s:
@@ -358,6 +363,8 @@ class _Loop:
                 r.queue.append(self._restart_gap(r, item))
             item = self._shift(r, item)
             if isinstance(item, Cell):
+                if self.first_media_at is None:
+                    self.first_media_at = now
                 if r.oldest_cell_at is None:
                     r.oldest_cell_at = now
                 r.arrivals[item.index] = now
@@ -609,6 +616,9 @@ class _Loop:
             self._finish_ok(r)
 
     def _finish_ok(self, r: StreamRun) -> None:
+        if self.live and r.last_seen is None and not r.result.cells:
+            self._fail(r, "stopped before any media arrived (the stream was still opening)")
+            return
         r.result.status = "ok"
         if r.result.duration_s is None:
             r.result.duration_s = r.result.media_s

@@ -179,3 +179,19 @@ def test_an_unreachable_camera_fails_with_its_password_masked(tmp_path, ray_loca
     failures = [ln for ln in captured.out.splitlines() if ln.startswith("  cam=")]
     assert failures and "admin:***@127.0.0.1:18698" in failures[0] and "cannot open" in failures[0]
     assert read(tmp_path / "out", "caption")          # the other source still ran
+
+
+def test_a_camera_still_opening_at_the_stop_is_a_failure_not_an_empty_success(tmp_path, ray_local):
+    """--duration counts from the first media; a stream that has sent nothing by the stop (its server
+    accepted the connection and then said nothing) is reported as failed, with the reason."""
+    from tests.servers import silent_tcp_server
+
+    out = tmp_path / "out"
+    with silent_tcp_server() as silent:
+        cfg = load_config(overrides={"out": str(out), "duration": 2.0})
+        summary = Engine(cfg).run([f"mute={silent.url}", "synthetic:?realtime=true"])
+    mute, synth = summary.inputs
+    assert synth.status == "ok" and synth.cells >= 2, summary.table()
+    assert mute.status == "failed" and "before any media arrived" in mute.reason, summary.table()
+    assert summary.exit_code == 1
+    assert read(out, "caption")          # the other stream's records were delivered
