@@ -137,7 +137,8 @@ def test_the_metrics_port_is_exposed_and_let_through():
     labels = live[0][0]["spec"]["template"]["metadata"]["labels"]
     allowed = [p["port"] for pol in by_kind("NetworkPolicy")
                if pol["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
-               for rule in pol["spec"].get("ingress", []) if "from" not in rule for p in rule.get("ports", [])]
+               for rule in pol["spec"].get("ingress", []) for p in rule.get("ports", [])
+               if all("podSelector" not in peer for peer in rule.get("from", []))]     # from outside the app
     assert port in allowed
 
 
