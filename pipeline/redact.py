@@ -13,6 +13,15 @@ _URL_CRED = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|pass|passphrase|token|access_token|secret|key|auth|sig|signature)=)([^&\s#]+)")
 
 
+_SECRETS: set[str] = set()       # values avgrid put into URLs itself (``${VAR}`` in a source), masked anywhere
+
+
+def register_secret(value: str) -> None:
+    """Mask ``value`` wherever :func:`redact` (in this process) meets it from now on."""
+    if len(value) >= 4:         # shorter ones would mask ordinary text; URL positions still mask them
+        _SECRETS.add(value)
+
+
 def redact(text: str) -> str:
     """Return ``text`` with URL passwords and secret query parameters replaced by ``***``.
 
@@ -23,6 +32,8 @@ def redact(text: str) -> str:
     """
     if not text:
         return text
+    for secret in _SECRETS:
+        text = text.replace(secret, MASK)
     text = _URL_CRED.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     return _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{MASK}", text)
 

@@ -83,12 +83,14 @@ class Engine:
     def run(self, sources: list[str], *, duration: float | None = None,
             stop: threading.Event | None = None) -> RunSummary:
         """Live mode: ``name=URL`` or URL per source; until ``duration`` seconds or ``stop`` is set."""
-        from pipeline.sources import parse_source_arg
+        from pipeline.sources import expand_env, parse_source_arg, stream_id_for
 
         specs = []
         for arg in sources:
             name, url = parse_source_arg(arg)
-            specs.append(InputSpec(url=url, name=name, live=None, display=redact(arg)))
+            # shown and named as given: a ${VAR} stays a ${VAR} in the summary and the records' stream id
+            specs.append(InputSpec(url=expand_env(url), name=name or stream_id_for(url), live=None,
+                                   display=redact(arg)))
         return self._execute(specs, [], live=True, duration=duration or self.cfg.duration, stop=stop)
 
     # -- the loop ------------------------------------------------------------------

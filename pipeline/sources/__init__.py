@@ -19,6 +19,7 @@ from pipeline.grid import GridConfig
 from pipeline.sources.base import Source, SourceOptions
 from pipeline.sources.inputs import (
     MEDIA_EXTENSIONS,
+    expand_env,
     expand_inputs,
     is_live_url,
     is_url,
@@ -26,7 +27,7 @@ from pipeline.sources.inputs import (
     stream_id_for,
 )
 
-__all__ = ["MEDIA_EXTENSIONS", "Source", "SourceError", "SourceOptions", "expand_inputs", "is_live_url", "is_url", "open_source",
+__all__ = ["MEDIA_EXTENSIONS", "Source", "SourceError", "SourceOptions", "expand_env", "expand_inputs", "is_live_url", "is_url", "open_source",
            "parse_source_arg", "stream_id_for"]
 
 

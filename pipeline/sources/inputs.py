@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from pipeline.redact import strip_credentials
+from pipeline.errors import ConfigError
+from pipeline.redact import redact, register_secret, strip_credentials
 
 MEDIA_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv",
@@ -73,6 +74,28 @@ def parse_source_arg(arg: str) -> tuple[str | None, str]:
     if sep and rest and _NAME.match(name):
         return name, rest
     return None, arg
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(url: str) -> str:
+    """``${NAME}`` in a source URL -> the value of environment variable NAME, as is (percent-encode
+    what URLs reserve, such as ``@`` in a password). Keeps passwords off avgrid's command line,
+    where ``ps`` shows them to every local user; the values are masked in every message.
+
+    >>> os.environ["CAM1_PASSWORD"] = "pw-4-doctest"
+    >>> expand_env("rtsp://admin:${CAM1_PASSWORD}@cam1/live")
+    'rtsp://admin:pw-4-doctest@cam1/live'
+    """
+    def value(m: re.Match) -> str:
+        v = os.environ.get(m[1])
+        if v is None:
+            raise ConfigError(f"{redact(url)}: environment variable {m[1]} is not set")
+        register_secret(v)
+        return v
+
+    return _ENV_REF.sub(value, url)
 
 
 def stream_id_for(path_or_url: str) -> str:

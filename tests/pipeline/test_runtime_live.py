@@ -195,3 +195,35 @@ def test_a_camera_still_opening_at_the_stop_is_a_failure_not_an_empty_success(tm
     assert mute.status == "failed" and "before any media arrived" in mute.reason, summary.table()
     assert summary.exit_code == 1
     assert read(out, "caption")          # the other stream's records were delivered
+
+
+@pytest.mark.skipif(not have_ffmpeg_cli(), reason="needs the ffmpeg CLI")
+def test_a_source_password_from_the_environment_opens_the_stream_and_stays_hidden(tmp_path, ray_local, monkeypatch,
+                                                                                  capsys):
+    """`avgrid run 'srt://...?passphrase=${VAR}'`: the passphrase never is on a command line; only the
+    right value opens the stream (a wrong one fails), and no output names it."""
+    from pipeline.cli import main
+    from pipeline.sources.relay import cli_input_protocols
+    from tests.servers import srt_sender
+
+    if "srt" not in cli_input_protocols():
+        pytest.skip("no ffmpeg CLI with the srt protocol")
+    secret = "env-srt-passphrase-" + os.urandom(4).hex()
+    ts = make_media(tmp_path / "cam.ts", MediaSpec(duration_s=6.0, flashes=(2.3,), clicks=(2.3,)), "ts").path
+    out = tmp_path / "out"
+    with srt_sender(ts, passphrase=secret) as snd:
+        source = "cam=" + snd.url.replace(secret, "${AVGRID_TEST_SRT_PASSPHRASE}")
+        assert secret not in source
+        monkeypatch.delenv("AVGRID_TEST_SRT_PASSPHRASE", raising=False)
+        assert main(["run", source, "--duration", "2", "--out", str(out)]) == 2      # unset: a usage error
+        assert "AVGRID_TEST_SRT_PASSPHRASE is not set" in capsys.readouterr().err
+        monkeypatch.setenv("AVGRID_TEST_SRT_PASSPHRASE", secret)
+        assert main(["run", source, "--duration", "3", "--out", str(out)]) == 0
+        printed = capsys.readouterr()
+        monkeypatch.setenv("AVGRID_TEST_SRT_PASSPHRASE", "wrong-" + secret)
+        assert main(["run", source, "--duration", "3", "--out", str(tmp_path / "out2")]) == 1
+        failed = capsys.readouterr()
+    assert read(out, "caption") and {r["stream_id"] for r in read(out, "caption")} == {"cam"}
+    assert "cannot open" in failed.out
+    for text in (printed.out, printed.err, failed.out, failed.err):
+        assert secret not in text

@@ -102,3 +102,23 @@ def test_watchdog_raises_when_a_read_overruns_its_deadline():
         list(src)
     assert "read: no answer within its deadline" in str(err.value)
     assert "hunter2" not in str(err.value) and str(err.value).startswith("rtsp://admin:***@cam9/stream: ")
+
+
+def test_env_references_in_source_urls_expand_and_their_values_are_masked(monkeypatch):
+    import doctest
+
+    import pipeline.sources.inputs
+    from pipeline.errors import ConfigError
+    from pipeline.redact import redact
+    from pipeline.sources import expand_env
+
+    assert doctest.testmod(pipeline.sources.inputs).failed == 0
+    monkeypatch.setenv("AVGRID_TEST_CAM_KEY", "k3y-in-an-odd-place")
+    url = expand_env("rtsp://cam1/live?session=${AVGRID_TEST_CAM_KEY}&x=1")
+    assert url == "rtsp://cam1/live?session=k3y-in-an-odd-place&x=1"
+    # 'session' is no parameter redact knows, but avgrid put this value there itself
+    assert redact(f"cannot open {url}") == "cannot open rtsp://cam1/live?session=***&x=1"
+    assert expand_env("/data/$HOME/{x}.mp4") == "/data/$HOME/{x}.mp4"       # only ${NAME} is a reference
+    monkeypatch.delenv("AVGRID_TEST_UNSET", raising=False)
+    with pytest.raises(ConfigError, match="AVGRID_TEST_UNSET is not set"):
+        expand_env("rtsp://u:${AVGRID_TEST_UNSET}@cam/live")
