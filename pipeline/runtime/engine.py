@@ -69,13 +69,15 @@ class Engine:
     # -- entry points ------------------------------------------------------------
     def annotate(self, inputs: list[str]) -> RunSummary:
         """Archive mode: files, directories (recursive) and globs. Committed inputs are skipped."""
-        from pipeline.sources import expand_inputs, stream_id_for
+        from pipeline.sources import expand_env, expand_inputs, is_url, stream_id_for
 
         paths, errors = expand_inputs(list(inputs))
         pre = [InputResult(input=redact(inp), status="failed", reason=redact(reason)) for inp, reason in errors]
-        # an input is committed under its stream id (the absolute path for files): re-runs skip it
-        specs = [InputSpec(url=str(p), live=False, commit_key=stream_id_for(str(p)), display=redact(str(p)))
-                 for p in paths]
+        # an input is committed under its stream id (the absolute path for files): re-runs skip it. A URL
+        # may take ${VAR}s from the environment (as live sources do); its id keeps the ${VAR} form
+        specs = [InputSpec(url=expand_env(p) if is_url(p) else p, live=False, commit_key=stream_id_for(p),
+                           name=stream_id_for(p) if is_url(p) else None, display=redact(p))
+                 for p in map(str, paths)]
         if not specs and not pre:
             raise ConfigError(f"no inputs found in {', '.join(map(redact, inputs))}")
         return self._execute(specs, pre, live=False)

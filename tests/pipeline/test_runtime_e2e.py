@@ -230,3 +230,28 @@ def test_inspect_reports_counts_coverage_labels_and_schema(clean_run, capsys):
     assert main(["inspect", out]) == 0
     text = capsys.readouterr().out
     assert f"event: {rep['event']['records']} records" in text and stream in text
+
+
+def test_an_archive_url_takes_its_secrets_from_the_environment(tmp_path, ray_local, monkeypatch, capsys):
+    """`avgrid annotate 'http://host/${DIR}/clip.mp4?session=${KEY}'`: the server only has the clip under
+    the expanded path; the records' stream id and the commit keep the ${...} form, not the values."""
+    from tests.servers import static_http_server
+
+    hidden = "d-" + uuid.uuid4().hex[:8]
+    key = "session-" + uuid.uuid4().hex
+    (tmp_path / "www" / hidden).mkdir(parents=True)
+    make_media(tmp_path / "www" / hidden / "clip.mp4", MediaSpec(duration_s=3.0, width=160, height=120,
+                                                                 flashes=(1.0,), clicks=()))
+    monkeypatch.setenv("AVGRID_TEST_DIR", hidden)
+    monkeypatch.setenv("AVGRID_TEST_KEY", key)
+    out = tmp_path / "out"
+    with static_http_server(tmp_path / "www") as base:
+        url = base + "/${AVGRID_TEST_DIR}/clip.mp4?session=${AVGRID_TEST_KEY}"
+        assert main(["annotate", url, "--out", str(out), "--no-progress"]) == 0
+        assert main(["annotate", url, "--out", str(out), "--no-progress"]) == 0      # committed: skipped
+    printed = capsys.readouterr()
+    assert [ln.split()[1] for ln in printed.out.splitlines() if "clip.mp4" in ln] == ["ok", "skipped"]
+    ids = {r["stream_id"] for r in read(out, "caption")}
+    assert ids == {url}
+    for text in (printed.out, printed.err, *ids, *(p.name for p in out.rglob("*"))):
+        assert hidden not in text and key not in text
