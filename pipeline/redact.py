@@ -8,7 +8,9 @@ from urllib.parse import urlsplit, urlunsplit
 MASK = "***"
 
 # scheme://user:password@host  ->  scheme://user:***@host ; also catches URLs inside longer text.
-_URL_CRED = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+# The password runs to the LAST "@" before whitespace: a password typed with "@" or "/" that should
+# have been percent-encoded (p@ss/w) is still masked whole; a rare "@" later in a path is masked too.
+_URL_CRED = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/\s]*?):(?P<pw>\S*)@")
 # query parameters that commonly carry secrets
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|pass|passphrase|token|access_token|secret|key|auth|sig|signature)=)([^&\s#]+)")
 
@@ -44,6 +46,9 @@ def strip_credentials(url: str) -> str:
     >>> strip_credentials("rtsp://admin:hunter2@cam1:554/live")
     'rtsp://cam1:554/live'
     """
+    m = _URL_CRED.match(url)
+    if m:
+        return redact(m["scheme"] + url[m.end():])
     try:
         parts = urlsplit(url)
     except ValueError:
