@@ -130,9 +130,9 @@ def _stop(proc: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
 # -- RTSP (GStreamer) ------------------------------------------------------------------------------
 
 _GST_RTSP = r"""
-import sys, gi
-gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
-from gi.repository import Gst, GstRtspServer, GLib
+import os, sys, gi
+gi.require_version("Gst", "1.0"); gi.require_version("GstRtsp", "1.0"); gi.require_version("GstRtspServer", "1.0")
+from gi.repository import Gst, GstRtsp, GstRtspServer, GLib
 Gst.init(None)
 port, mount, media = sys.argv[1], sys.argv[2], sys.argv[3]
 if media == "-":
@@ -149,6 +149,18 @@ server.set_service(port)
 factory = GstRtspServer.RTSPMediaFactory()
 factory.set_launch(launch)
 factory.set_shared(True)
+user, password = os.environ.get("RTSP_USER"), os.environ.get("RTSP_PASSWORD")
+if user:  # a camera that wants a login: RTSP digest, as most IP cameras ask for
+    auth = GstRtspServer.RTSPAuth()
+    auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+    auth.add_digest(user, password, token)
+    server.set_auth(auth)
+    perms = GstRtspServer.RTSPPermissions()
+    for perm in ("media.factory.access", "media.factory.construct"):
+        perms.add_permission_for_role("viewer", perm, True)
+    factory.set_permissions(perms)
 server.get_mount_points().add_factory(mount, factory)
 if server.attach(None) == 0:
     sys.exit("cannot listen on port " + port)
@@ -158,17 +170,20 @@ GLib.MainLoop().run()
 
 
 class RtspServer:
-    """GStreamer's RTSP server in a subprocess of the system python; restartable on the same port."""
+    """GStreamer's RTSP server in a subprocess of the system python; restartable on the same port.
+    With ``login=(user, password)`` it refuses clients without those credentials (RTSP digest)."""
 
-    def __init__(self, media: str | None = None, port: int | None = None, mount: str = "/live"):
-        self.media, self.mount = media, mount
+    def __init__(self, media: str | None = None, port: int | None = None, mount: str = "/live",
+                 login: tuple[str, str] | None = None):
+        self.media, self.mount, self.login = media, mount, login
         self.port = port or free_port()
         self.url = f"rtsp://127.0.0.1:{self.port}{mount}"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
+        env = dict(os.environ, **dict(zip(("RTSP_USER", "RTSP_PASSWORD"), self.login or ())))
         self.proc = subprocess.Popen([SYSTEM_PYTHON, "-c", _GST_RTSP, str(self.port), self.mount, self.media or "-"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         line = self.proc.stdout.readline()
         if "READY" not in line:
             self.proc.kill()
@@ -181,8 +196,9 @@ class RtspServer:
 
 
 @contextmanager
-def rtsp_server(media: str | None = None, port: int | None = None, mount: str = "/live"):
-    srv = RtspServer(str(media) if media else None, port, mount)
+def rtsp_server(media: str | None = None, port: int | None = None, mount: str = "/live",
+                login: tuple[str, str] | None = None):
+    srv = RtspServer(str(media) if media else None, port, mount, login)
     srv.start()
     try:
         yield srv

@@ -73,6 +73,13 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def _has_login(url: str) -> bool:
+    try:
+        return urlsplit(url).username is not None
+    except ValueError:
+        return False
+
+
 class _Segment:
     """A stretch of media with continuous timestamps: one aligner plus each stream's last time."""
 
@@ -138,6 +145,14 @@ class AVSource(Source):
                 reason = f"the FFmpeg inside PyAV {av.__version__} has no '{scheme}' protocol"
                 if scheme.lower() in RELAYED_SCHEMES:
                     reason += ", and no ffmpeg CLI on PATH has it to relay it (Debian: apt-get install ffmpeg)"
+            if isinstance(e, (av.HTTPUnauthorizedError, av.HTTPForbiddenError)):
+                reason += ("; check the user name and password in the URL (percent-encode @ : / % # ? in them, "
+                           "e.g. @ as %40)" if _has_login(self._url) else
+                           "; the URL carries no login: put the user name and password before the host, "
+                           "the password as ${NAME} to take it from an environment variable")
+            elif "://" in self._url and self._url.count("@") > 1:
+                reason += ("; the URL holds more than one @: percent-encode @ : / % # ? in a user name or "
+                           "password (@ as %40)")
             if self.is_live and time.monotonic() - started >= 0.9 * self.options.open_timeout_s:
                 reason = f"no answer within {self.options.open_timeout_s:g} s ({reason})"
             if self._relay is not None:

@@ -7,6 +7,7 @@ import glob
 import logging
 import threading
 import time
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -102,6 +103,43 @@ def test_rtsp_clip_reconnects_after_server_restart_without_leaking_the_password(
     for item in items:
         assert SECRET not in item.source + item.stream_id
     assert SECRET not in caplog.text and "reconnect" in caplog.text
+
+
+# what a camera password can hold that a URL reserves: FFmpeg decodes the percent-encoded form
+CAMERA_PW = "p@ss:w/rd%?#"
+
+
+@needs_gst
+@pytest.mark.timeout(60)
+def test_rtsp_camera_that_wants_a_login_opens_with_a_percent_encoded_password(caplog):
+    caplog.set_level(logging.DEBUG)
+    encoded = urllib.parse.quote(CAMERA_PW, safe="")
+    with rtsp_server(login=("viewer", CAMERA_PW)) as srv:
+        with open_source(srv.url.replace("rtsp://", f"rtsp://viewer:{encoded}@"), GRID, live=True,
+                         options=FAST) as src:
+            cells = [c for _, c in zip(range(3), src)]
+            assert encoded not in src.source and "viewer:***@" in src.source
+    assert len(cells) == 3 and all(isinstance(c, Cell) and c.frame_mask.any() for c in cells)
+    assert encoded not in caplog.text
+
+
+@needs_gst
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("login, reason, hint", [
+    ("viewer:wrong-pw@", "401 Unauthorized", "check the user name and password"),
+    ("viewer:p@ss:w/rd%?#@", "cannot open", "percent-encode @"),     # typed raw, not percent-encoded
+    ("", "401 Unauthorized", "the URL carries no login"),
+])
+def test_rtsp_camera_refusing_the_login_fails_at_open_with_a_hint_and_no_password(login, reason, hint, caplog):
+    caplog.set_level(logging.DEBUG)
+    with rtsp_server(login=("viewer", CAMERA_PW)) as srv:
+        with pytest.raises(SourceError) as err:
+            with open_source(srv.url.replace("rtsp://", f"rtsp://{login}"), GRID, live=True, options=FAST) as src:
+                list(src)
+    msg = str(err.value)
+    assert reason in msg and hint in msg, msg
+    for secret in ("wrong-pw", "p@ss", "w/rd"):
+        assert secret not in msg and secret not in caplog.text
 
 
 @pytest.mark.timeout(60)
