@@ -19,6 +19,8 @@ everything it started. Ports come from 18500-18599 (:func:`free_port`), SRT's fr
                                                  #   (listener=False: it calls avgrid at url ...?mode=listener)
     with udp_ts_replay("joined.ts", 6.0) as snd: # a TS file's bytes as they are (timestamp resets
         snd.url; snd.done.wait()                 #   kept), paced over 6 s of wall time
+    with udp_laggy_link(port, 0.8, 3.0) as link: # UDP to link.url_in reaches 127.0.0.1:port 0.8 s late
+        link.url_in                              #   for 3 s, then the backlog at once, then on time
     with hls_server("clip.mp4") as srv:          # ffmpeg writes a live HLS playlist, http.server serves it
         srv.url                                  #   http://127.0.0.1:PORT/live.m3u8
     with static_http_server(directory) as base:  # plain files over HTTP (VOD HLS, progressive mp4)
@@ -69,9 +71,13 @@ def free_port(ports: range = PORTS) -> int:
     raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
-def _release_port(port: int) -> None:
+def release_port(port: int) -> None:
+    """Give a port from :func:`free_port` back (servers here do it themselves when they stop)."""
     with _lock:
         _taken.discard(port)
+
+
+_release_port = release_port
 
 
 @functools.cache
@@ -125,6 +131,56 @@ def _stop(proc: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# -- a network element whose queue builds up and then drains -------------------------------------
+
+class UdpLaggyLink:
+    """Forwards UDP datagrams from ``url_in`` to ``target_port``, each held ``delay_s`` for the first
+    ``lag_for_s`` seconds after the first one (a congested link or a jitter buffer), then the backlog
+    all at once and everything after it at once: receivers see media ``delay_s`` late, then on time."""
+
+    def __init__(self, target_port: int, delay_s: float, lag_for_s: float, port: int | None = None):
+        self.target, self.delay_s, self.lag_for_s = target_port, delay_s, lag_for_s
+        self.port = port or free_port()
+        self.url_in = f"udp://127.0.0.1:{self.port}"
+        self._rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._rx.bind(("127.0.0.1", self.port))
+        self._rx.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        held: list[tuple[float, bytes]] = []
+        first = None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            while not self._stop.is_set():
+                try:
+                    data = self._rx.recv(65536)
+                    now = time.monotonic()
+                    first = now if first is None else first
+                    held.append((now + self.delay_s if now - first < self.lag_for_s else now, data))
+                except socket.timeout:
+                    now = time.monotonic()
+                lagging = first is None or now - first < self.lag_for_s
+                while held and (held[0][0] <= now or not lagging):
+                    tx.sendto(held.pop(0)[1], ("127.0.0.1", self.target))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._rx.close()
+        _release_port(self.port)
+
+
+@contextmanager
+def udp_laggy_link(target_port: int, delay_s: float, lag_for_s: float):
+    link = UdpLaggyLink(target_port, delay_s, lag_for_s)
+    try:
+        yield link
+    finally:
+        link.close()
 
 
 # -- RTSP (GStreamer) ------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ What a user can rely on:
   watchdog in :mod:`pipeline.sources.base`), reconnects with backoff (``Gap`` reason
   ``reconnect``), and one timeline that keeps pace with the wall clock across outages and resets.
   ``wall_start`` is the estimated capture time: the smallest (arrival - PTS) seen in the
-  segment, so it errs late by network and sender latency, never early for a real camera.
+  segment, so it errs late by network and sender latency, never early for a real camera. When
+  packets start arriving sooner (a backlog at start-up drained), later cells' capture times move
+  back by at most 0.2 hop per cell: consecutive cells step by 0.8-1.0 hop, never backwards.
 * ``srt://``: PyAV's FFmpeg has no SRT, so the ffmpeg CLI relays it as MPEG-TS on a pipe
   (:mod:`pipeline.sources.relay`); everything above holds for it too.
 """
@@ -86,6 +88,7 @@ class _Segment:
     def __init__(self, aligner: GridAligner, t0: float):
         self.aligner, self.lo, self.hi = aligner, t0, t0
         self.joined: set[str] = set()       # streams whose clock this segment follows
+        self.cap0: float | None = None      # live: monotonic capture time of t0 behind aligner.wall_t0
 
 
 class AVSource(Source):
@@ -433,16 +436,19 @@ class AVSource(Source):
 
     def _ready(self, pop) -> list:
         """``pop()``'s cells. Just before a live segment's first cell leaves, its wall clock and
-        timeline position are fixed from the arrival clock (so later cells step by exactly ``hop``),
-        and the gap since the previous segment is emitted."""
+        timeline position are fixed from the arrival clock, and the gap since the previous segment is
+        emitted. Later cells step by ``hop``, less what a better arrival clock has shown the capture
+        times to be late by, at most ``SLEW`` of a hop per pop, so they stay in order."""
         seg = self._seg
         al = seg.aligner if seg is not None else None
-        if (al is None or not self.is_live or al.emitted_end_s > al.t0 + al.offset
-                or (pop == al.pop_ready and al.ready_count() == 0)):
+        if al is None or not self.is_live or (pop == al.pop_ready and al.ready_count() == 0):
+            return pop()
+        if al.emitted_end_s > al.t0 + al.offset:
+            self._slew(seg)
             return pop()
         mono = time.monotonic()
         cap0 = self._clock + al.t0 if np.isfinite(self._clock) else mono - max(0.0, seg.hi - al.t0)
-        al.wall_t0 = self._wall(cap0, mono)
+        al.wall_t0, seg.cap0 = self._wall(cap0, mono), cap0
         if self._live_gap:
             missed = max(0.0, cap0 - self._prev_capture_end)     # wall time nobody delivered media for
             al.offset = max(self._timeline_end, self._prev_data_end + missed) - al.t0
@@ -452,6 +458,21 @@ class AVSource(Source):
                               wall_start=wall_start, wall_end=max(al.wall_t0, wall_start), extra=self._gap_extra))
             self._live_gap, self._gap_extra = "", {}
         return pop()
+
+    SLEW = 0.2
+
+    def _slew(self, seg: _Segment) -> None:
+        """Move the segment's capture times earlier when packets now arrive sooner after their
+        timestamps than the ones its first cell was timed from did (a backlog in the network or in
+        this reader at start-up has drained). Corrections under 10 ms are left alone."""
+        if seg.cap0 is None or not np.isfinite(self._clock):
+            return
+        al = seg.aligner
+        late = seg.cap0 - (self._clock + al.t0)
+        if late >= 0.01:
+            step = min(late, self.SLEW * self.grid.hop_s)
+            seg.cap0 -= step
+            al.wall_t0 -= _dt.timedelta(seconds=step)
 
     def _pace(self, cell) -> bool:
         """Realtime replay of a file: hold each cell until its end is due on the wall clock."""

@@ -17,11 +17,14 @@ from pipeline.grid import Cell, Gap, GridConfig
 from pipeline.sources import SourceOptions, open_source
 from tests.media import MediaSpec, make_media
 from tests.servers import (
+    free_port,
     have_ffmpeg_cli,
     have_gst_rtsp,
     hls_server,
+    release_port,
     rtsp_server,
     silent_tcp_server,
+    udp_laggy_link,
     udp_ts_replay,
     udp_ts_sender,
 )
@@ -50,7 +53,8 @@ def event_cells(cells: list[Cell]) -> tuple[set[int], set[int]]:
 def check_contiguous(cells: list[Cell]) -> None:
     for a, b in zip(cells, cells[1:]):
         assert b.index == a.index + 1 and b.t_start == pytest.approx(a.t_end)
-        assert b.wall_start - a.wall_start == dt.timedelta(seconds=GRID.hop_s)
+        # exactly a hop, or less while the capture times catch up with a better arrival clock
+        assert 0.8 * GRID.hop_s - 1e-6 <= (b.wall_start - a.wall_start).total_seconds() <= GRID.hop_s + 1e-6
     for c in cells:
         assert c.is_live and c.wall_start.tzinfo is not None
 
@@ -184,6 +188,36 @@ def test_udp_mpegts_sender_that_stops_and_restarts(tmp_path):
     # 2.5 s without a sender, less what ffmpeg -re had sent ahead (its initial burst is 0.5 s)
     assert gaps[0].t_end - gaps[0].t_start > 1.5
     assert all(c.frame_mask.all() for c in items[k + 1:-1])
+
+
+@needs_ffmpeg
+@pytest.mark.timeout(90)
+def test_capture_times_recover_after_a_link_that_delivered_the_start_late(tmp_path):
+    """A link holds the first 3 s of a UDP camera 0.8 s, then drains: cells made from late packets
+    have capture times 0.8 s late (nothing better was known); once packets arrive on time, the
+    capture times move back, by at most a fifth of a hop per cell, so they stay in order."""
+    ts = make_media(tmp_path / "cam.ts", MediaSpec(duration_s=20.0), "ts").path
+    port = free_port()
+    got: list[tuple[dt.datetime, Cell]] = []
+    try:
+        with udp_laggy_link(port, delay_s=0.8, lag_for_s=3.0) as link, udp_ts_sender(ts, port=link.port):
+            with open_source(f"udp://127.0.0.1:{port}", GRID, options=FAST) as src:
+                for item in src:
+                    got.append((dt.datetime.now(dt.timezone.utc), item))
+                    if len(got) == 11:
+                        break
+    finally:
+        release_port(port)
+    cells = [c for _, c in got]
+    assert all(isinstance(c, Cell) for c in cells), "no gap expected: the link delays, it does not drop"
+    hop = GRID.hop_s
+    steps = [(b.wall_start - a.wall_start).total_seconds() for a, b in zip(cells, cells[1:])]
+    assert all(0.8 * hop - 1e-6 <= s <= hop + 1e-6 for s in steps), steps
+    # how long after the capture of its end each cell reached us: never before it (a negative value
+    # is a capture time that is too late), and the last cells, made of on-time packets, soon after
+    waited = [(at - c.wall_start).total_seconds() - hop for at, c in got]
+    assert min(waited[-3:]) >= -0.1 and max(waited[-3:]) <= 0.7, waited
+    assert sum(steps) < (len(steps) - 0.5) * hop, "the capture times must have moved back"
 
 
 @needs_ffmpeg
