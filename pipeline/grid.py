@@ -121,8 +121,9 @@ class GridAligner:
 
     Media times passed in are seconds on the source's own clock (``pts * time_base``); the cells
     carry ``t + time_offset_s`` (0 for files; live sources shift later segments so that their
-    timeline keeps going forward across reconnects and PTS resets). ``offset`` and ``wall_t0``
-    may be set until the first cell is emitted.
+    timeline keeps going forward across reconnects and PTS resets). ``offset`` may be set
+    until the first cell is emitted; ``wall_t0`` is read at each emit (live sources move it earlier
+    as their capture clock improves, by less than a hop at a time).
 
     Video: frame slot ``n`` of the segment sits at ``t0 + (n + 0.5) * hop / F``. It takes the frame
     with the nearest PTS (ties go to the earlier frame) if that frame is at most

@@ -9,8 +9,11 @@ MASK = "***"
 
 # scheme://user:password@host  ->  scheme://user:***@host ; also catches URLs inside longer text.
 # The password runs to the LAST "@" before whitespace: a password typed with "@" or "/" that should
-# have been percent-encoded (p@ss/w) is still masked whole; a rare "@" later in a path is masked too.
-_URL_CRED = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/\s]*?):(?P<pw>\S*)@")
+# have been percent-encoded (p@ss/w) is still masked whole. "host:port" is not taken for a login, so
+# an "@" later in a path or query (rtsp://nvr:554/ch1@main) leaves the URL as it is. Not caught: a
+# raw password holding whitespace, or starting with digits and then "/", and a "/" in a user name.
+_URL_CRED = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/\s\[\]]*?):"
+                       r"(?!\d{1,5}(?:[/?#\s]|$))(?P<pw>\S*)@")
 # query parameters that commonly carry secrets
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|pass|passphrase|token|access_token|secret|key|auth|sig|signature)=)([^&\s#]+)")
 

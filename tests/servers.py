@@ -145,7 +145,12 @@ class UdpLaggyLink:
         self.port = port or free_port()
         self.url_in = f"udp://127.0.0.1:{self.port}"
         self._rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._rx.bind(("127.0.0.1", self.port))
+        try:
+            self._rx.bind(("127.0.0.1", self.port))
+        except OSError:
+            self._rx.close()
+            release_port(self.port)
+            raise
         self._rx.settimeout(0.05)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -75,11 +75,22 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _has_login(url: str) -> bool:
+def _login_hint(url: str, e: BaseException) -> str:
+    """What to check when opening ``url`` failed with ``e``: the login for a 401/403, the
+    percent-encoding when an "@" sits where a raw one in a password would push it. "" otherwise."""
     try:
-        return urlsplit(url).username is not None
+        parts = urlsplit(url)
+        login, rest = parts.username is not None, parts.path + parts.query + parts.fragment
     except ValueError:
-        return False
+        login, rest = False, url
+    if isinstance(e, (av.HTTPUnauthorizedError, av.HTTPForbiddenError)):
+        if login:
+            return "; check the user name and password in the URL (percent-encode @ : / % # ? in them, e.g. @ as %40)"
+        return ("; the URL carries no login: put the user name and password before the host, the password as "
+                "${NAME} to take it from an environment variable")
+    if "://" in url and ("@" in rest or url.count("@") > 1):
+        return "; if the user name or password holds @ : / % # ?, percent-encode them (@ as %40)"
+    return ""
 
 
 class _Segment:
@@ -148,14 +159,7 @@ class AVSource(Source):
                 reason = f"the FFmpeg inside PyAV {av.__version__} has no '{scheme}' protocol"
                 if scheme.lower() in RELAYED_SCHEMES:
                     reason += ", and no ffmpeg CLI on PATH has it to relay it (Debian: apt-get install ffmpeg)"
-            if isinstance(e, (av.HTTPUnauthorizedError, av.HTTPForbiddenError)):
-                reason += ("; check the user name and password in the URL (percent-encode @ : / % # ? in them, "
-                           "e.g. @ as %40)" if _has_login(self._url) else
-                           "; the URL carries no login: put the user name and password before the host, "
-                           "the password as ${NAME} to take it from an environment variable")
-            elif "://" in self._url and self._url.count("@") > 1:
-                reason += ("; the URL holds more than one @: percent-encode @ : / % # ? in a user name or "
-                           "password (@ as %40)")
+            reason += _login_hint(self._url, e)
             if self.is_live and time.monotonic() - started >= 0.9 * self.options.open_timeout_s:
                 reason = f"no answer within {self.options.open_timeout_s:g} s ({reason})"
             if self._relay is not None:

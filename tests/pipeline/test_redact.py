@@ -17,7 +17,19 @@ CASES = [
      "srt://cam2:9000?mode=caller&passphrase=***&latency=200", "srt://cam2:9000?mode=caller&passphrase=***&latency=200"),
     ("rtsp://admin@cam1/live", "rtsp://admin@cam1/live", "rtsp://cam1/live"),
     ("rtsp://cam1:554/live", "rtsp://cam1:554/live", "rtsp://cam1:554/live"),
+    # no login, but an "@" after a port: the URL stays whole (it is also the stream id)
+    ("rtsp://nvr:554/ch1@main", "rtsp://nvr:554/ch1@main", "rtsp://nvr:554/ch1@main"),
+    ("https://cdn.example.com:443/live.m3u8?owner=alice@example.com",
+     "https://cdn.example.com:443/live.m3u8?owner=alice@example.com",
+     "https://cdn.example.com:443/live.m3u8?owner=alice@example.com"),
+    ("rtp://0.0.0.0:5004?localaddr=a@b", "rtp://0.0.0.0:5004?localaddr=a@b", "rtp://0.0.0.0:5004?localaddr=a@b"),
+    ("http://[::1]:8080/x@y", "http://[::1]:8080/x@y", "http://[::1]:8080/x@y"),
+    ("rtsp://admin:1234@cam1/live", "rtsp://admin:***@cam1/live", "rtsp://cam1/live"),
 ]
+
+
+def test_cameras_that_differ_after_an_at_sign_keep_distinct_stream_ids():
+    assert strip_credentials("rtsp://nvr:554/ch1@main") != strip_credentials("rtsp://nvr:554/ch2@main")
 
 
 @pytest.mark.parametrize("url, shown, stream_id", CASES)

