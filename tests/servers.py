@@ -311,26 +311,29 @@ def silent_tcp_server(scheme: str = "rtsp"):
 # -- UDP MPEG-TS -------------------------------------------------------------------------------------
 
 class UdpTsSender:
-    """``ffmpeg -re -stream_loop -1 -i MEDIA -c copy -f mpegts udp://127.0.0.1:PORT`` (a camera on UDP)."""
+    """``ffmpeg -readrate 1 -stream_loop -1 -i MEDIA -c copy -f mpegts udp://127.0.0.1:PORT`` (a camera
+    on UDP; ``-readrate 1`` is ``-re``)."""
 
-    def __init__(self, media: str, port: int | None = None):
-        self.media = media
+    def __init__(self, media: str, port: int | None = None, readrate: float = 1.0):
+        self.media, self.readrate = media, readrate
         self.port = port or free_port()
         self.url = f"udp://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", self.media, "-c", "copy",
-             "-f", "mpegts", f"{self.url}?pkt_size=1316"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-readrate", str(self.readrate), "-stream_loop", "-1",
+             "-i", self.media, "-c", "copy", "-f", "mpegts", f"{self.url}?pkt_size=1316"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
         _stop(self.proc, signal.SIGKILL)
 
 
 @contextmanager
-def udp_ts_sender(media: str, port: int | None = None):
-    snd = UdpTsSender(str(media), port)
+def udp_ts_sender(media: str, port: int | None = None, readrate: float = 1.0):
+    """``readrate`` < 1 sends slower than the timestamps say: a camera whose clock runs slow."""
+    snd = UdpTsSender(str(media), port, readrate)
     snd.start()
     try:
         yield snd

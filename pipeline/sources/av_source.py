@@ -16,9 +16,10 @@ What a user can rely on:
   watchdog in :mod:`pipeline.sources.base`), reconnects with backoff (``Gap`` reason
   ``reconnect``), and one timeline that keeps pace with the wall clock across outages and resets.
   ``wall_start`` is the estimated capture time: the smallest (arrival - PTS) seen in the
-  segment, so it errs late by network and sender latency, never early for a real camera. When
-  packets start arriving sooner (a backlog at start-up drained), later cells' capture times move
-  back by at most 0.2 hop per cell: consecutive cells step by 0.8-1.0 hop, never backwards.
+  segment's last ``clock_window_s`` (30 s) of packets, so it errs late by network and sender
+  latency, never early for a real camera. Cells follow that clock as it moves (a backlog at
+  start-up drained, a camera clock that runs fast or slow) by at most 0.2 hop per cell:
+  consecutive cells step by 0.8-1.2 hop, never backwards.
 * ``srt://``: PyAV's FFmpeg has no SRT, so the ffmpeg CLI relays it as MPEG-TS on a pipe
   (:mod:`pipeline.sources.relay`); everything above holds for it too.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections import deque
 import time
 from fractions import Fraction
 from urllib.parse import urlsplit
@@ -93,6 +95,33 @@ def _login_hint(url: str, e: BaseException) -> str:
     return ""
 
 
+class _ArrivalClock:
+    """The smallest ``arrival - pts`` over the packets of the last ``window_s`` seconds (kept in
+    1 s buckets): capture happens no later than arrival, so the least-delayed recent packet maps
+    media time to capture time best, and a window lets it follow a camera clock that drifts."""
+
+    def __init__(self, window_s: float):
+        self.window_s = window_s
+        self.value = float("inf")
+        self._buckets: deque[list[float]] = deque()     # [first arrival, smallest offset]
+
+    def reset(self) -> None:
+        self._buckets.clear()
+        self.value = float("inf")
+
+    def observe(self, now: float, offset: float) -> None:
+        b = self._buckets
+        if b and now - b[-1][0] < 1.0:
+            b[-1][1] = min(b[-1][1], offset)
+        else:
+            b.append([now, offset])
+        expired = False
+        while len(b) > 1 and b[0][0] < now - self.window_s:
+            b.popleft()
+            expired = True
+        self.value = min(v for _, v in b) if expired else min(self.value, offset)
+
+
 class _Segment:
     """A stretch of media with continuous timestamps: one aligner plus each stream's last time."""
 
@@ -121,7 +150,7 @@ class AVSource(Source):
         self._has = (False, False)
         self._reformatter = VideoReformatter()
         self._last_packet_mono = time.monotonic()
-        self._clock = float("inf")      # live: min(arrival monotonic - pts) in the current segment
+        self._arrivals = _ArrivalClock(options.clock_window_s)   # live: this segment's capture clock
         self._live_gap = ""             # live: reason of the gap to emit before the next segment's first cell
         self._gap_extra: dict = {}      # and what caused it (a reconnect's last error, attempts)
         self._pace0: tuple[float, float] | None = None   # realtime files: (monotonic, media s) of the first cell
@@ -427,22 +456,22 @@ class AVSource(Source):
             self._timeline_end, self._prev_offset = al.emitted_end_s, al.offset
             self._prev_data_end = seg.hi + al.offset
             # capture time of the segment's last media: its arrival clock, or at worst its arrival
-            self._prev_capture_end = min(self._last_packet_mono, self._clock + seg.hi)
-        self._clock = float("inf")
+            self._prev_capture_end = min(self._last_packet_mono, self._arrivals.value + seg.hi)
+        self._arrivals.reset()
 
     def _observe_arrival(self, t: float) -> None:
-        """Track the live clock: capture happens no later than arrival, so the smallest
-        ``arrival - pts`` seen maps media time to (monotonic) capture time best; packets that the
-        open() probe buffered arrive "late" and lose to fresh ones."""
+        """Track the live clock (:class:`_ArrivalClock`); packets that the open() probe buffered
+        arrive "late" and lose to fresh ones."""
         seg = self._seg
         if seg is None or seg.lo - 1.0 <= t <= seg.hi + 1.0:   # packets of an old clock say nothing
-            self._clock = min(self._clock, time.monotonic() - t)
+            now = time.monotonic()
+            self._arrivals.observe(now, now - t)
 
     def _ready(self, pop) -> list:
         """``pop()``'s cells. Just before a live segment's first cell leaves, its wall clock and
         timeline position are fixed from the arrival clock, and the gap since the previous segment is
-        emitted. Later cells step by ``hop``, less what a better arrival clock has shown the capture
-        times to be late by, at most ``SLEW`` of a hop per pop, so they stay in order."""
+        emitted. Later cells step by ``hop``, plus or minus what the arrival clock has moved by since,
+        at most ``SLEW`` of a hop per pop, so they stay in order."""
         seg = self._seg
         al = seg.aligner if seg is not None else None
         if al is None or not self.is_live or (pop == al.pop_ready and al.ready_count() == 0):
@@ -451,7 +480,8 @@ class AVSource(Source):
             self._slew(seg)
             return pop()
         mono = time.monotonic()
-        cap0 = self._clock + al.t0 if np.isfinite(self._clock) else mono - max(0.0, seg.hi - al.t0)
+        clock = self._arrivals.value
+        cap0 = clock + al.t0 if np.isfinite(clock) else mono - max(0.0, seg.hi - al.t0)
         al.wall_t0, seg.cap0 = self._wall(cap0, mono), cap0
         if self._live_gap:
             missed = max(0.0, cap0 - self._prev_capture_end)     # wall time nobody delivered media for
@@ -466,15 +496,17 @@ class AVSource(Source):
     SLEW = 0.2
 
     def _slew(self, seg: _Segment) -> None:
-        """Move the segment's capture times earlier when packets now arrive sooner after their
-        timestamps than the ones its first cell was timed from did (a backlog in the network or in
-        this reader at start-up has drained). Corrections under 10 ms are left alone."""
-        if seg.cap0 is None or not np.isfinite(self._clock):
+        """Move the segment's capture times toward the arrival clock: earlier when packets now
+        arrive sooner after their timestamps than the ones its first cell was timed from (a backlog
+        at start-up has drained, a camera clock runs fast), later when the window no longer holds
+        any that came that soon (a camera clock runs slow). Corrections under 10 ms are left alone."""
+        clock = self._arrivals.value
+        if seg.cap0 is None or not np.isfinite(clock):
             return
         al = seg.aligner
-        late = seg.cap0 - (self._clock + al.t0)
-        if late >= 0.01:
-            step = min(late, self.SLEW * self.grid.hop_s)
+        late = seg.cap0 - (clock + al.t0)
+        if abs(late) >= 0.01:
+            step = float(np.clip(late, -self.SLEW * self.grid.hop_s, self.SLEW * self.grid.hop_s))
             seg.cap0 -= step
             al.wall_t0 -= _dt.timedelta(seconds=step)
 

@@ -114,6 +114,9 @@ class SourceOptions:
     skip_unsampled: H.264/HEVC frames that no other frame references and that no grid slot can
         pick (none lies within one frame interval of their PTS) are not decoded (FFmpeg's
         ``skip_frame``). The cells are identical to a full decode; False decodes every frame.
+    clock_window_s: live capture times come from the packets of the last this many seconds that
+        arrived soonest after their timestamps; a window (not the whole stream) lets them follow a
+        camera clock that runs slower or faster than this machine's.
     """
 
     open_timeout_s: float = 10.0
@@ -129,6 +132,7 @@ class SourceOptions:
     watchdog_grace_s: float = 1.5
     rtsp_transport: str = "tcp"
     skip_unsampled: bool = True
+    clock_window_s: float = 30.0
 
 
 class Source:
