@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections import deque
 import time
+from collections import deque
 from fractions import Fraction
 from urllib.parse import urlsplit
 
