@@ -27,9 +27,11 @@ from pipeline.errors import AvgridError, ConfigError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 _SHOWN = {"progress": "on when stderr is a terminal", "operator_actors": "one per 2 Ray CPUs, at least 1",
-          "num_cpus": "all", "action_weights": "torchvision's cache", "duration": "until SIGINT/SIGTERM"}
+          "num_cpus": "all", "action_weights": "torchvision's cache", "duration": "until SIGINT/SIGTERM",
+          "media_origin": "the file's creation_time, if any"}
 # options that only make sense for one command
-_ONLY = {"duration": "run", "status_interval_s": "run", "concurrency": "annotate", "readahead_cells": "annotate"}
+_ONLY = {"duration": "run", "status_interval_s": "run", "concurrency": "annotate", "readahead_cells": "annotate",
+         "media_origin": "annotate"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +79,7 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
         metavar = {"out": "DIR", "kafka": "HOST:PORT", "kafka_prefix": "P", "profile": "NAME", "bundle": "PATH",
                    "ray_address": "HOST:PORT", "metrics_port": "PORT", "metrics_host": "HOST", "duration": "SECONDS",
                    "kafka_security_protocol": "PROTOCOL", "kafka_sasl_mechanism": "MECHANISM",
-                   "kafka_sasl_username": "USER", "kafka_compression": "CODEC"}.get(f.name)
+                   "kafka_sasl_username": "USER", "kafka_compression": "CODEC", "media_origin": "ISO8601"}.get(f.name)
         metavar = metavar or ("FILE" if f.name.endswith(("file", "_cafile")) else None)
         g.add_argument(flag, dest=f.name, type=typ, default=None, metavar=metavar, help=help_)
 

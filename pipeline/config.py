@@ -29,6 +29,7 @@ only from a ``*_password_file`` or the environment (:data:`SECRET_ENV`).
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -82,6 +83,9 @@ class Config:
     torch_threads: int = 1
     status_interval_s: float = 5.0
     progress: bool | None = None
+    # ((pattern, ISO-8601 time), ...): the capture time of the first cell of the inputs a path or glob
+    # matches ("*": every input); wins over the container's creation_time
+    media_origin: tuple[tuple[str, str], ...] = ()
 
     @property
     def grid(self) -> GridConfig:
@@ -136,6 +140,9 @@ HELP: dict[str, str] = {
     "torch_threads": "torch threads per operator actor",
     "status_interval_s": "avgrid run: seconds between status lines",
     "progress": "progress bars on/off",
+    "media_origin": "avgrid annotate: wall-clock time (ISO 8601 with a zone, e.g. 2026-11-30T08:00:00Z) of each "
+                    "input's first cell, so archive records get wall_start/wall_end; wins over the file's "
+                    "creation_time. In YAML also per input or glob: {PATH_OR_GLOB: TIME}",
 }
 
 
@@ -147,9 +154,43 @@ def _field_type(name: str) -> type:
     return str
 
 
+def parse_time(value, origin: str) -> _dt.datetime:
+    """An ISO-8601 time with a zone (YAML may already have made it a datetime) -> aware UTC datetime."""
+    if isinstance(value, _dt.datetime):
+        t = value
+    else:
+        try:
+            t = _dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"{origin}: {value!r} is not an ISO-8601 time (e.g. 2026-11-30T08:00:00Z)") from None
+    if t.utcoffset() is None:
+        raise ConfigError(f"{origin}: {value!r} has no time zone; add one (Z for UTC, or e.g. +01:00)")
+    return t.astimezone(_dt.timezone.utc)
+
+
+def _media_origins(value, origin: str) -> tuple[tuple[str, str], ...]:
+    """``TIME`` (every input) or ``{PATH_OR_GLOB: TIME}`` -> ((pattern, ISO UTC), ...), each time checked."""
+    items = value.items() if isinstance(value, dict) else [("*", value)]
+    return tuple((str(pat), parse_time(t, f"{origin}: media_origin {pat}").isoformat()) for pat, t in items)
+
+
+def media_origin_for(cfg: "Config", path: str) -> _dt.datetime | None:
+    """The origin ``cfg.media_origin`` gives ``path`` (the first pattern that matches it), or None."""
+    import fnmatch
+
+    absolute = os.path.abspath(path)
+    for pattern, iso in cfg.media_origin:
+        if pattern == "*" or path == pattern or absolute == os.path.abspath(pattern) \
+                or fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(absolute, os.path.abspath(pattern)):
+            return _dt.datetime.fromisoformat(iso)
+    return None
+
+
 def _coerce(name: str, value, origin: str):
     if value is None:
         return None
+    if name == "media_origin":
+        return _media_origins(value, origin)
     typ = _field_type(name)
     try:
         if typ is bool:

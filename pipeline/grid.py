@@ -76,12 +76,18 @@ class Cell:
         return bool(self.audio_mask.any())
 
 
+# why media is missing: the vocabulary of Gap.reason and of a gap event's ``detail``
+GAP_REASONS = ("reconnect", "pts_jump", "pts_reset", "dropped", "source_restart")
+
+
 @dataclass(frozen=True)
 class Gap:
     """Media that a stream did not deliver: a reconnect, a PTS jump, or cells dropped under load.
 
-    Becomes an ``event`` record with label ``gap``. Times are media seconds of the
-    segment before the gap where known; ``wall_*`` are UTC capture times (live only).
+    Becomes an ``event`` record with label ``gap`` and ``detail`` = ``reason``, one word of
+    :data:`GAP_REASONS`. Times are media seconds of the segment before the gap where known;
+    ``wall_*`` are UTC capture times (live only); ``extra`` says more (the reconnect's cause, how
+    many cells were dropped).
     """
 
     stream_id: str

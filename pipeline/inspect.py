@@ -2,17 +2,24 @@
 
 Counts per kind and stream, time coverage, top labels, files and schema versions, plus
 duplicate record ids (at-least-once delivery may write a record twice; readers drop by id).
+Version-1 and version-2 files are read together (the v2 schema is the dataset schema, so the
+columns v1 lacks read as nulls); the ``streams`` dataset says how each input of each run ended.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import pyarrow.dataset as ds
 
 from pipeline.errors import ConfigError
-from pipeline.records import KINDS
+from pipeline.records import KINDS, STREAMS, arrow_schema
+
+
+def _dataset(path: Path, kind: str) -> ds.Dataset:
+    return ds.dataset(str(path), schema=arrow_schema(kind), format="parquet", partitioning="hive")
 
 
 def inspect_dir(out_dir: str | Path) -> dict:
@@ -20,6 +27,8 @@ def inspect_dir(out_dir: str | Path) -> dict:
 
     Per stream: ``records``, ``t_start`` (earliest media second), ``t_end`` (latest), ``covered_s``
     (union of record spans). ``top``: the 5 most frequent labels (captions: texts) with counts.
+    A ``streams`` entry (when the dataset has one) maps each input to its latest run:
+    ``{"status", "error", "run_id", "runs", "settings"}``.
     """
     root = Path(out_dir)
     if not root.is_dir():
@@ -29,7 +38,7 @@ def inspect_dir(out_dir: str | Path) -> dict:
         path = root / kind
         if not path.is_dir():
             continue
-        dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
+        dataset = _dataset(path, kind)
         label = "text" if kind == "caption" else "label"
         table = dataset.to_table(columns=["record_id", "schema_version", "stream_id", "t_start", "t_end", label])
         rows = table.to_pydict()
@@ -47,7 +56,23 @@ def inspect_dir(out_dir: str | Path) -> dict:
                         "schema_versions": sorted(set(rows["schema_version"])),
                         "duplicates": sum(n - 1 for n in ids.values() if n > 1),
                         "streams": streams, "top": Counter(rows[label]).most_common(5)}
+    if (root / STREAMS).is_dir():
+        report[STREAMS] = _streams(root / STREAMS)
     return report
+
+
+def _streams(path: Path) -> dict:
+    """Input -> its latest run's row (status, error, settings), with the number of runs that named it."""
+    rows = _dataset(path, STREAMS).to_table(
+        columns=["stream_id", "run_id", "status", "error", "finished_at", "settings"]).to_pylist()
+    latest: dict[str, dict] = {}
+    runs: Counter = Counter()
+    for row in sorted(rows, key=lambda r: (r["finished_at"] is not None, r["finished_at"])):
+        runs[row["stream_id"]] += 1
+        latest[row["stream_id"]] = row
+    return {sid: {"status": r["status"], "error": r["error"], "run_id": r["run_id"], "runs": runs[sid],
+                  "settings": json.loads(r["settings"]) if r["settings"] else None}
+            for sid, r in latest.items()}
 
 
 def _union_length(spans: list[tuple[float, float]]) -> float:
@@ -65,14 +90,24 @@ def format_report(report: dict, out_dir: str | Path = "") -> str:
         return f"{out_dir}: no avgrid records (expected {', '.join(f'{k}/' for k in KINDS)} datasets)"
     lines = [f"dataset {out_dir}"]
     for kind, r in report.items():
-        lines.append(f"\n{kind}: {r['records']} records in {r['files']} files, schema version "
-                     f"{', '.join(map(str, r['schema_versions']))}"
+        if kind == STREAMS:
+            continue
+        versions = ", ".join(map(str, r["schema_versions"])) or "-"
+        lines.append(f"\n{kind}: {r['records']} records in {r['files']} files, schema version {versions}"
                      + (f", {r['duplicates']} duplicate ids" if r["duplicates"] else ""))
         for sid, s in sorted(r["streams"].items()):
             lines.append(f"  {sid}: {s['records']} records, media {s['t_start']:.1f}-{s['t_end']:.1f} s "
                          f"({s['covered_s']:.1f} s covered)")
-        top = ", ".join(f"{_clip(lab)} ({n})" for lab, n in r["top"])
-        lines.append(f"  top: {top}")
+        if r["top"]:
+            lines.append("  top: " + ", ".join(f"{_clip(lab)} ({n})" for lab, n in r["top"]))
+    inputs = report.get(STREAMS) or {}
+    if inputs:
+        lines.append(f"\ninputs: {len(inputs)} (latest run of each)")
+        for sid, s in sorted(inputs.items()):
+            settings = s["settings"] or {}
+            made = f"profile {settings['profile']}" if settings.get("profile") else ""
+            lines.append(f"  {sid}: {s['status']} in run {s['run_id']}" + (f" ({made})" if made else "")
+                         + (f": {_clip(s['error'], 80)}" if s["error"] else ""))
     return "\n".join(lines)
 
 

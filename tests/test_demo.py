@@ -16,7 +16,7 @@ def test_demo_annotates_its_clip_and_finds_the_known_flashes(tmp_path):
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "WARNING" not in r.stderr, r.stderr      # nothing a user could act on (e.g. Ray's token notice)
-    assert "1/1 ok" in r.stdout and "avgrid inspect" in r.stdout and "schema version 1" in r.stdout
+    assert "1/1 ok" in r.stdout and "avgrid inspect" in r.stdout and "schema version 2" in r.stdout
     events = ds.dataset(str(out / "event"), partitioning="hive").to_table().to_pylist()
     flashes = [e["t_start"] for e in events if e["label"] == "flash"]
     from pipeline.demo import demo_spec

@@ -41,6 +41,8 @@ class Pull:
     reconnects: int = 0
     queue_depth: int = 0
     decode_s: float = 0.0
+    facts: dict | None = None       # the input's codecs, size, rates, t0 and media origin (once known)
+    source_state: str = "connecting"   # connecting (opening the input), reading, reconnecting, ended
 
 
 @dataclass
@@ -53,7 +55,7 @@ class _Dropped:
 
     def gap(self) -> Gap:
         return Gap(stream_id=self.first.stream_id, t_start=self.first.t_start, t_end=self.last.t_end,
-                   reason=f"dropped {self.n} cells under load", segment=self.first.segment,
+                   reason="dropped", segment=self.first.segment,
                    wall_start=self.first.wall_start, wall_end=self.last.wall_start, source=self.first.source,
                    extra={"dropped_cells": self.n})
 
@@ -193,7 +195,10 @@ class SourceWorker:
             return Pull(items=items, done=self._done and not self._q, error=self._error, info=self._info,
                         decoded_cells=self._decoded, dropped_cells=self._dropped,
                         reconnects=self._reconnects + int(getattr(self._source, "reconnects", 0) or 0),
-                        queue_depth=self._cells_queued(), decode_s=self._decode_s)
+                        queue_depth=self._cells_queued(), decode_s=self._decode_s,
+                        facts=dict(getattr(self._source, "facts", None) or {}) or None,
+                        source_state="ended" if self._done else
+                        "connecting" if self._source is None else getattr(self._source, "state", "reading"))
 
     def close(self) -> bool:
         """Stop decoding (safe while ``pull`` waits); queued cells can still be pulled."""

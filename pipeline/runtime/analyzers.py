@@ -16,6 +16,8 @@ and the state it returned for the cell before them::
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from pipeline.grid import GridConfig
@@ -24,6 +26,21 @@ from pipeline.runtime.builder import Observation
 EVENT_DETECTORS = ("motion", "scene_cut", "flash", "loudness", "speech", "faces")
 ACTION_DETECTOR = "camera_motion"
 CAPTION_MODEL = "template-caption/1"
+
+# operator name -> adapter(name, operator, result, cells) -> one list of Observations per cell. An
+# operator without one reports the labels its DetectorResult fired as events (see events_from_result).
+Adapter = Callable[[str, object, object, list], list[list[Observation]]]
+ADAPTERS: dict[str, Adapter] = {}
+
+
+def adapter(name: str):
+    """Register how the results of operator ``name`` become observations (a decorator)."""
+    def add(fn: Adapter) -> Adapter:
+        if name in ADAPTERS and ADAPTERS[name] is not fn:
+            raise ValueError(f"an adapter for operator {name!r} is already registered")
+        ADAPTERS[name] = fn
+        return fn
+    return add
 
 
 def stack(cells) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -49,6 +66,23 @@ def _method_of(result, fallback: str) -> str:
     if isinstance(m, (list, tuple)):
         return str(m[0]) if m else fallback
     return str(m) if m else fallback
+
+
+def events_from_result(name: str, det, res, cells) -> list[list[Observation]]:
+    """The default adapter: every label a detector fired in a cell is an event of that cell
+    (with the detector's per-cell ``count`` extra, where it has one)."""
+    T = len(cells)
+    obs: list[list[Observation]] = [[] for _ in range(T)]
+    scores, hits = np.asarray(res.scores, np.float64), np.asarray(res.fired, bool)
+    mods = _modalities(res, len(res.labels))
+    model = f"{name}:{_method_of(res, _model_name(name, det))}"
+    count = res.extras.get("count")
+    count = None if count is None else np.asarray(count)
+    for li, label in enumerate(res.labels):
+        for t in np.flatnonzero(hits[:, li]):
+            obs[t].append(Observation("event", label, float(scores[t, li]), model, modality=mods[li],
+                                      operator=name, count=None if count is None else int(count[t])))
+    return obs
 
 
 def caption_text(events: list[tuple[str, str]], action: str | None) -> str:
@@ -78,7 +112,7 @@ class DetectorAnalyzer:
     """Offline detectors for events, camera motion for actions, template captions."""
 
     def __init__(self, grid: GridConfig, detectors=EVENT_DETECTORS, action_detector: str | None = ACTION_DETECTOR,
-                 action_classifier=None, clip_cells: int = 4):
+                 action_classifier=None, clip_cells: int = 4, classifier_name: str = "action_classifier"):
         from operators.registry import build
 
         self.grid = grid
@@ -86,6 +120,7 @@ class DetectorAnalyzer:
         self.detectors = {name: build(name) for name in detectors}
         self.action = build(action_detector) if action_detector else None
         self.classifier = action_classifier
+        self.classifier_name = classifier_name
         names = [_model_name(n, d) for n, d in self.detectors.items()]
         if self.action is not None:
             names.append(_model_name(action_detector, self.action))
@@ -102,20 +137,18 @@ class DetectorAnalyzer:
         fired: list[list[tuple[str, str]]] = [[] for _ in range(T)]
         for name, det in self.detectors.items():
             res, state[name] = det(frames, fmask, audio, amask, state.get(name))
-            scores, hits = np.asarray(res.scores, np.float64), np.asarray(res.fired, bool)
-            mods = _modalities(res, len(res.labels))
-            model = f"{name}:{_method_of(res, _model_name(name, det))}"
-            for li, label in enumerate(res.labels):
-                for t in np.flatnonzero(hits[:, li]):
-                    obs[t].append(Observation("event", label, float(scores[t, li]), model, modality=mods[li]))
-                    fired[t].append((label, mods[li]))
+            per_cell = ADAPTERS.get(name, events_from_result)(name, det, res, cells)
+            for t, cell_obs in enumerate(per_cell):
+                obs[t] += cell_obs
+                fired[t] += [(o.label, o.modality) for o in cell_obs if o.kind == "event"]
         actions = self._actions(frames, fmask, audio, amask, state, T)
         for t in range(T):
             if actions[t] is not None:
                 obs[t].append(actions[t])
             text = caption_text(fired[t], actions[t].label if actions[t] is not None and self.classifier is None
                                 else None)
-            obs[t].append(Observation("caption", text, 1.0, self.caption_model, method="template"))
+            obs[t].append(Observation("caption", text, None, self.caption_model, method="template",
+                                      operator="template_caption"))
         return obs, state
 
     def _actions(self, frames, fmask, audio, amask, state, T) -> list[Observation | None]:
@@ -135,7 +168,8 @@ class DetectorAnalyzer:
             li = int(np.argmax(masked)) if hits[t].any() else int(np.argmax(scores[t]))
             order = np.argsort(-scores[t], kind="stable")[:5]
             out.append(Observation("action", res.labels[li], float(scores[t, li]), model,
-                                   top_k=tuple((res.labels[i], float(scores[t, i])) for i in order)))
+                                   top_k=tuple((res.labels[i], float(scores[t, i])) for i in order),
+                                   operator=ACTION_DETECTOR, subject="camera"))
         return out
 
     def _classify(self, frames, fmask, state) -> list[Observation | None]:
@@ -164,7 +198,8 @@ class DetectorAnalyzer:
         for t, row in probs.items():
             order = np.argsort(-row, kind="stable")[:5]
             out[t] = Observation("action", labels[order[0]], float(row[order[0]]), str(self.classifier.model_id),
-                                 top_k=tuple((labels[i], float(row[i])) for i in order))
+                                 top_k=tuple((labels[i], float(row[i])) for i in order),
+                                 operator=self.classifier_name)
         return out
 
 
@@ -183,7 +218,8 @@ def build_analyzer(*, profile: str, grid: GridConfig, bundle: str | None = None,
         from operators.registry import build
 
         opts = {"device": device, **({"weights": action_weights} if action_weights else {})}
-        return DetectorAnalyzer(grid, action_detector=None, action_classifier=build(action_model, **opts))
+        return DetectorAnalyzer(grid, action_detector=None, action_classifier=build(action_model, **opts),
+                                classifier_name=action_model)
     if profile == "bundle":
         from pipeline.runtime.bundled import BundleAnalyzer
 

@@ -51,14 +51,15 @@ class BundleAnalyzer:
             cell: list[Observation] = []
             if out is not None:
                 label, score, ranked = out["action"]
-                cell.append(Observation("action", label, score, model, top_k=tuple(ranked)))
+                cell.append(Observation("action", label, score, model, top_k=tuple(ranked), operator="bundle"))
                 for lab, modality, sc in out["events"]:
-                    cell.append(Observation("event", lab, sc, model, modality=modality))
+                    cell.append(Observation("event", lab, sc, model, modality=modality, operator="bundle"))
                 lab, neg, neu, pos, val, aro = out["sentiment"]
                 cell.append(Observation("sentiment", lab, max(neg, neu, pos), model,
                                         values=(("negative", neg), ("neutral", neu), ("positive", pos),
-                                                ("valence", val), ("arousal", aro))))
+                                                ("valence", val), ("arousal", aro)), modality="audiovisual",
+                                        operator="bundle"))
                 text, method = out["caption"]
-                cell.append(Observation("caption", text, 1.0, model, method=method))
+                cell.append(Observation("caption", text, None, model, method=method, operator="bundle"))
             obs.append(cell)
         return obs, state

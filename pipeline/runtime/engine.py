@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import json
+import logging
 import threading
 import time
 import uuid
@@ -75,8 +77,11 @@ class Engine:
         pre = [InputResult(input=redact(inp), status="failed", reason=redact(reason)) for inp, reason in errors]
         # an input is committed under its stream id (the absolute path for files): re-runs skip it. A URL
         # may take ${VAR}s from the environment (as live sources do); its id keeps the ${VAR} form
+        from pipeline.config import media_origin_for
+
         specs = [InputSpec(url=expand_env(p) if is_url(p) else p, live=False, commit_key=stream_id_for(p),
-                           name=stream_id_for(p) if is_url(p) else None, display=redact(p))
+                           name=stream_id_for(p) if is_url(p) else None, display=redact(p),
+                           media_origin=media_origin_for(self.cfg, p))
                  for p in map(str, paths)]
         if not specs and not pre:
             raise ConfigError(f"no inputs found in {', '.join(map(redact, inputs))}")
@@ -107,7 +112,7 @@ class Engine:
         with ray_session(self.cfg.ray_address, self.cfg.num_cpus) as ray:
             loop = _Loop(self, ray, live=live, kafka=kafka)
             try:
-                results = loop.run(specs, duration=duration, stop=stop)
+                results = loop.run(specs, duration=duration, stop=stop, pre=pre)
             finally:
                 loop.shutdown()
         return RunSummary(self.run_id, pre + results, time.monotonic() - t0, list(self.models))
@@ -177,7 +182,9 @@ class _Loop:
         result = InputResult(input=spec.display or redact(spec.url))
         if spec.commit_key is not None and spec.commit_key in self.committed:
             result.status, result.reason = "skipped", "already committed in this dataset"
+            result.stream_id = spec.name or spec.commit_key
             self.results.append(result)
+            self._stream_row(result, spec.display or spec.url)
             return None
         self.gen += 1
         run = StreamRun(spec, None, result)
@@ -190,8 +197,10 @@ class _Loop:
     def _source_for(self, run: StreamRun, fresh: bool = False) -> None:
         """Give ``run`` a source actor: an idle one (archives; a new process costs ~1 CPU-s) or a new one."""
         spec = run.spec
-        args = dict(name=spec.name, live=spec.live, capacity_cells=self.cfg.max_inflight,
-                    options=self.e.source_options)
+        options = dict(self.e.source_options)
+        if spec.media_origin is not None:
+            options["media_origin"] = spec.media_origin
+        args = dict(name=spec.name, live=spec.live, capacity_cells=self.cfg.max_inflight, options=options)
         run.reused = bool(self.idle_sources) and not fresh
         if run.reused:
             run.actor = self.idle_sources.pop()
@@ -209,6 +218,9 @@ class _Loop:
         run.finished = True
         run.queue.clear()
         run.result.wall_s = time.monotonic() - run.started
+        if not self.sink_dead:
+            self._stream_row(run.result, (run.info or {}).get("source") or run.spec.display or run.spec.url,
+                             run=run)
         if not run.released:
             try:
                 run.actor.close.remote()
@@ -220,12 +232,14 @@ class _Loop:
                 pass
         self.e._notify("stream_finished", run)
 
-    def run(self, specs, *, duration, stop) -> list[InputResult]:
+    def run(self, specs, *, duration, stop, pre: list[InputResult] = ()) -> list[InputResult]:
         from collections import deque
 
         ray = self.ray
         self.results: list[InputResult] = []
         pending = deque(specs)
+        for res in pre:           # inputs that named nothing to read still get their row in `streams`
+            self._stream_row(res, res.input)
         # --duration counts from the first media of any stream, not from the time that Ray, the models
         # and the stream handshakes took; a stream that never opens ends by its own error
         t_end = None
@@ -355,6 +369,9 @@ class _Loop:
             return
         r.pull_failures = 0
         now = time.monotonic()
+        if p.facts:
+            r.facts = p.facts
+        r.source_state = p.source_state
         if p.info is not None and r.info is None:
             r.info = p.info
             r.result.stream_id = p.info["stream_id"]
@@ -371,6 +388,7 @@ class _Loop:
                     self.first_media_at = now
                 if r.oldest_cell_at is None:
                     r.oldest_cell_at = now
+                r.last_media_at = now
                 r.arrivals[item.index] = now
                 r.last_seen = item
             r.queue.append(item)
@@ -439,7 +457,7 @@ class _Loop:
         r.t_shift = t_to - cell.t_start
         r.idx_shift = (last.index + 1 if last is not None else 0) + int(round((t_to - t_from) / hop)) - cell.index
         r.seg_shift = (last.segment + 1 if last is not None else 0) - cell.segment
-        return Gap(stream_id=cell.stream_id, t_start=t_from, t_end=t_to, reason="source process restarted",
+        return Gap(stream_id=cell.stream_id, t_start=t_from, t_end=t_to, reason="source_restart",
                    segment=cell.segment + r.seg_shift, wall_start=last.wall_start if last is not None else None,
                    wall_end=cell.wall_start, source=cell.source)
 
@@ -546,8 +564,8 @@ class _Loop:
 
         source = (r.info or {}).get("source") or r.spec.display
         for d in drafts:
-            rec = RECORD_TYPES[d.kind].make(stream_id=d.stream_id, source=source, t_start=d.t_start, t_end=d.t_end,
-                                            model=d.model, run_id=self.e.run_id, wall_start=d.wall_start, **d.fields)
+            rec = RECORD_TYPES[d.kind].make(stream_id=d.stream_id, source=source, run_id=self.e.run_id,
+                                            **d.record_kwargs())
             r.held.append(rec)
             r.result.records[d.kind] += 1
 
@@ -557,7 +575,8 @@ class _Loop:
             while r.queue and isinstance(r.queue[0], Gap) and not r.op_cells:
                 g = r.queue.popleft()
                 self._emit(r, r.builder.gap(g.t_start, g.t_end, g.reason, model=f"{GAP_MODEL}: {g.reason}",
-                                                 wall_start=g.wall_start))
+                                            wall_start=g.wall_start, wall_end=g.wall_end))
+                r.result.gaps += 1
                 r.op_state = None  # detectors compare with the previous cell; not across missing media
         if self.live and not r.delivering and (r.held or r.unflushed):
             # records go to the sinks as they close; a flush (Kafka acks, a Parquet file) every few seconds
@@ -627,6 +646,35 @@ class _Loop:
         if r.result.duration_s is None:
             r.result.duration_s = r.result.media_s
         self._end(r)
+
+    def _stream_row(self, result: InputResult, source: str, run: StreamRun | None = None) -> None:
+        """One row of the ``streams`` dataset/topic for an input that ended (ok, failed or skipped)."""
+        from pipeline.records import StreamRecord
+
+        facts = dict(getattr(run, "facts", None) or {}) if run is not None else {}
+        live = bool((run.info or {}).get("is_live")) if run is not None and run.info else self.live
+        now = _dt.datetime.now(_dt.timezone.utc)
+        started = now - _dt.timedelta(seconds=result.wall_s) if run is not None else now
+        known = {k: facts.get(k) for k in ("t0_s", "media_origin", "media_origin_from", "video_codec", "width",
+                                           "height", "fps", "audio_codec", "sample_rate_hz", "channels")}
+        grid = self.grid or self.cfg.grid
+        settings = {"profile": self.cfg.profile, "models": list(self.e.models),
+                    "grid": {"hop_s": grid.hop_s, "fps": grid.fps, "frame_size": [grid.frame_height, grid.frame_width]}}
+        row = StreamRecord.make(
+            stream_id=result.stream_id or result.input, source=source, run_id=self.e.run_id, status=result.status
+            if result.status in ("ok", "failed", "skipped") else "failed", error=result.reason or None, live=live,
+            duration_s=result.duration_s if result.duration_s is not None else (result.media_s or None),
+            cells=result.cells, records=sum(result.records.values()), gaps=result.gaps,
+            settings=json.dumps(settings, sort_keys=True), started_at=started, finished_at=now, **known)
+        ref = self.sink.deliver.remote([row], None, False)
+        self.refs[ref] = ("row", row)
+
+    def _on_row(self, ref, row) -> None:
+        try:
+            self.ray.get(ref)
+        except (self.ray.exceptions.RayTaskError, self.ray.exceptions.RayActorError) as e:
+            logging.getLogger("avgrid.runtime").warning("streams row of %s not delivered: %s", row.stream_id,
+                                                        _cause(e))
 
     def shutdown(self) -> None:
         ray = self.ray

@@ -20,6 +20,7 @@ class InputSpec:
     live: bool | None = None
     commit_key: str | None = None        # archives: the key marked done in the dataset after the last record
     display: str = ""                    # what the summary shows (password masked)
+    media_origin: object = None          # archives: datetime of the first cell given by the user, or None
 
 
 @dataclass
@@ -38,6 +39,7 @@ class InputResult:
     dropped_cells: int = 0
     reconnects: int = 0
     restarts: int = 0
+    gaps: int = 0
     wall_s: float = 0.0
 
 
@@ -126,6 +128,9 @@ class StreamRun:
         self.restart_from: tuple | None = None       # (last_seen, wall time) when the source actor died
         self.t_shift, self.idx_shift, self.seg_shift = 0.0, 0, 0   # move a restarted source's cells
         self.info: dict | None = None
+        self.facts: dict = {}                      # what the source found in the input (streams dataset)
+        self.source_state = "connecting"           # as the source actor last reported it (Pull.source_state)
+        self.last_media_at: float | None = None    # monotonic time the last cell arrived
         self.fps_window: deque = deque(maxlen=64)  # (monotonic time, frames) for the status line
         self.latencies: deque = deque(maxlen=512)  # cell arrival -> record built, seconds
         self.arrivals: dict[int, float] = {}       # cell index -> when the driver received it
@@ -137,6 +142,22 @@ class StreamRun:
         self.gen = 0                               # which input of the run the source actor is told it is
         self.reused = False                        # the source actor decoded an earlier file of this run
         self.released = False                      # decoding ended cleanly; the actor went back to the idle pool
+
+    def liveness(self, now: float, stall_s: float = 5.0) -> str:
+        """``connecting`` (opening, nothing arrived yet), ``running``, ``reconnecting`` (the source lost
+        the input and is reopening it), ``stalled`` (open, but no media for ``stall_s`` seconds) or
+        ``finished``. ``now`` is ``time.monotonic()``."""
+        if self.finished:
+            return "finished"
+        if self.source_state == "reconnecting":
+            return "reconnecting"
+        if self.last_media_at is None:
+            return "connecting" if self.source_state == "connecting" or now - self.started < stall_s else "stalled"
+        return "stalled" if now - self.last_media_at >= stall_s else "running"
+
+    def no_media_s(self, now: float) -> float:
+        """Seconds since the last cell arrived (since the start before the first one)."""
+        return now - (self.last_media_at if self.last_media_at is not None else self.started)
 
     @property
     def queued_cells(self) -> int:

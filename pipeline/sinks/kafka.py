@@ -32,7 +32,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
 from pipeline.errors import SinkError
-from pipeline.records import KINDS, SCHEMA_VERSION, Record, to_json
+from pipeline.records import KINDS, SCHEMA_VERSION, STREAMS, Record, to_json
 from pipeline.redact import MASK, redact
 from pipeline.sinks.base import SinkStats
 from pipeline.sinks.deadletter import DeadLetter
@@ -168,7 +168,7 @@ class KafkaSink:
         self._dead_letter = dead_letter
         self._headers = [("schema_version", str(SCHEMA_VERSION).encode())]
         self._topics: set[str] = set()
-        self._topic_of = {kind: cfg.topic(kind) for kind in KINDS}
+        self._topic_of = {kind: cfg.topic(kind) for kind in KINDS + (STREAMS,)}
         self._partitioning: dict[str, tuple[list[int], dict[bytes, int]]] = {}
         self._pending: deque = deque()       # (future, record, topic, sends so far), oldest first
         self._failed_inputs: set[str] = set()
@@ -215,6 +215,8 @@ class KafkaSink:
         dead_letter = DeadLetter.beside(cfg.dead_letter_dir, "kafka", cfg.run_id) if cfg.dead_letter_dir else None
         sink = cls(producer, cfg, dead_letter=dead_letter)
         sink._pem_dir = pem_dir
+        # every topic exists once a run has started, also those of kinds nothing is found of
+        sink._ensure_topics(list(sink._topic_of.values()))
         return sink
 
     @property
@@ -316,25 +318,34 @@ class KafkaSink:
     # -- internals ------------------------------------------------------------------------------
 
     def _ensure_topic(self, topic: str) -> None:
-        """Create the topic with the configured partitions/replication if it does not exist.
+        self._ensure_topics([topic])
 
-        Failure is logged, not raised: the broker may auto-create it, and sends that cannot find
-        it fail into the dead-letter file.
+    def _ensure_topics(self, topics: list[str]) -> None:
+        """Create the topics that do not exist yet with the configured partitions/replication.
+
+        Failure is logged, not raised: the broker may auto-create them, and sends that cannot find
+        one fail into the dead-letter file.
         """
-        self._topics.add(topic)
+        todo = [t for t in topics if t not in self._topics]
+        if not todo:
+            return
+        self._topics.update(todo)
         try:
             admin = KafkaAdminClient(**client_config(self.cfg), client_id=f"avgrid-admin-{self.cfg.run_id}")
         except KafkaError as e:
-            log.warning("%s: cannot create topic %s: %s", self._where, topic, redact(str(e)))
+            log.warning("%s: cannot create topics %s: %s", self._where, ", ".join(todo), redact(str(e)))
             return
         try:
-            admin.create_topics({topic: {"num_partitions": self.cfg.partitions,
-                                         "replication_factor": self.cfg.replication}},
-                                wait_for_metadata=True)
+            existing = set(admin.list_topics())
+            missing = [t for t in todo if t not in existing]
+            if missing:
+                admin.create_topics({t: {"num_partitions": self.cfg.partitions,
+                                         "replication_factor": self.cfg.replication} for t in missing},
+                                    wait_for_metadata=True)
         except TopicAlreadyExistsError:
             pass
         except KafkaError as e:
-            log.warning("%s: cannot create topic %s: %s", self._where, topic, redact(str(e)))
+            log.warning("%s: cannot create topics %s: %s", self._where, ", ".join(todo), redact(str(e)))
         finally:
             admin.close()
 

@@ -4,6 +4,8 @@ Layout (``partition_by=("stream_id",)`` adds a hive directory ``stream_id=<id>/`
 
     <out>/<kind>/part-<input hash>-<run_id>-<seq>.parquet    one input (stream_id) per file
     <out>/<kind>/.part-....parquet.tmp                       being written; readers skip it
+    <out>/<kind>/part-empty.parquet                          zero rows: a kind nothing was found of stays readable
+    <out>/streams/part-streams-<run_id>-<seq>.parquet        one row per input per run (status, media facts)
     <out>/_avgrid/runs/<run_id>.json                         per-run manifest: files, rows, commits
     <out>/_avgrid/commits/<input hash>.json                  input committed: the exact files holding it
 
@@ -40,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import SinkError
-from pipeline.records import KINDS, Record, to_arrow
+from pipeline.records import KINDS, STREAMS, Record, empty_table, to_arrow
 from pipeline.sinks.base import SinkStats
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class ParquetSink:
         self._seq = 0
         self._started = _now()
         self._closed = False
+        self._placeholders: set[str] | None = None   # kinds whose dataset holds only the zero-row file
 
     @classmethod
     def open(cls, out_dir: str | os.PathLike, *, run_id: str, roll_rows: int = 100_000,
@@ -123,9 +126,21 @@ class ParquetSink:
         """Buffer records (any kinds and inputs); files are written when a buffer rolls."""
         if self._closed:
             raise SinkError(f"parquet {self.out}: write after close")
+        if self._placeholders is None:
+            # the first thing a run writes: from now on every kind's dataset is readable (a run that
+            # stops before, e.g. on a profile that cannot load, leaves no datasets behind)
+            self._placeholders = _ensure_every_dataset(self.out, self.compression)
         groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
+        streams = []
         for r in records:
-            groups[(r.kind, r.stream_id)].append(r)
+            if r.kind == STREAMS:
+                streams.append(r)        # run bookkeeping rows: no input owns them, commits never touch them
+            else:
+                groups[(r.kind, r.stream_id)].append(r)
+        if streams:
+            buf = self._buffers.setdefault((STREAMS, ""), _Buffer(since=time.monotonic()))
+            buf.tables.append(to_arrow(streams))
+            buf.rows += len(streams)
         late = sorted({sid for _kind, sid in groups} & self._committed_here)
         if late:
             raise SinkError(f"parquet {self.out}: inputs {late} were already committed in this run; "
@@ -142,14 +157,18 @@ class ParquetSink:
         self._roll_old(now)
 
     def flush(self) -> None:
-        """Write every buffered row to complete, fsynced files."""
+        """Write every buffered record to complete, fsynced files (``streams`` rows: once they are
+        ``roll_seconds`` old or at close, so thousands of short inputs do not make thousands of files)."""
+        now = time.monotonic()
         for key in list(self._buffers):
-            self._roll(key)
+            if key[0] != STREAMS or now - self._buffers[key].since >= self.roll_seconds:
+                self._roll(key)
 
     def close(self) -> None:
         if self._closed:
             return
         self.flush()
+        self._roll((STREAMS, ""))
         self._closed = True
         self._write_manifest(finished=True)
 
@@ -188,18 +207,25 @@ class ParquetSink:
         kind, stream_id = key
         table = pa.concat_tables(buf.tables) if len(buf.tables) > 1 else buf.tables[0]
         parts = []
-        if "stream_id" in self.partition_by:
+        if "stream_id" in self.partition_by and kind != STREAMS:
             parts.append(f"stream_id={quote(stream_id, safe='')}")
             table = table.drop_columns(["stream_id"])
         self._seq += 1
-        rel = "/".join([kind, *parts, f"part-{input_hash(stream_id)}-{self.run_id}-{self._seq:06d}.parquet"])
+        owner = "streams" if kind == STREAMS else input_hash(stream_id)
+        rel = "/".join([kind, *parts, f"part-{owner}-{self.run_id}-{self._seq:06d}.parquet"])
         try:
             _atomic_write_table(self.out / rel, table, self.compression)
         except OSError as e:
             # the rows stay buffered: a later flush may succeed (disk full, ...)
             self._buffers[key] = buf
             raise SinkError(f"parquet {self.out / rel}: {e}") from e
-        self._files[stream_id].append(rel)
+        if kind != STREAMS:
+            self._files[stream_id].append(rel)
+        if self._placeholders and kind in self._placeholders:
+            # real rows now: the zero-row file goes (a partitioned dataset must not mix it with its
+            # stream_id=... directories: DuckDB refuses "Hive partition mismatch")
+            self._placeholders.discard(kind)
+            _remove(self.out, {f"{kind}/{EMPTY_FILE}"})
         self.stats.written[kind] += buf.rows
         self._write_manifest()
 
@@ -247,6 +273,26 @@ def _atomic_write(final: Path, data: bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, final)
     _fsync_path(final.parent, directory=True)
+
+
+EMPTY_FILE = "part-empty.parquet"
+
+
+def _ensure_every_dataset(out: Path, compression: str) -> set[str]:
+    """Every kind's dataset (and ``streams``) exists with at least one readable file: a zero-row file
+    with the current schema where a kind holds no other, so readers never fail on a kind nothing was
+    found of (DuckDB: "No files found", Spark: PATH_NOT_FOUND). Returns the kinds that hold only it
+    (the first real file of the kind replaces it)."""
+    only_empty = set()
+    for kind in KINDS + (STREAMS,):
+        base = out / kind
+        if base.is_dir() and any(n.endswith(".parquet") and not n.startswith((".", "_")) and n != EMPTY_FILE
+                                 for _d, _s, names in os.walk(base) for n in names):
+            continue
+        if not (base / EMPTY_FILE).is_file():
+            _atomic_write_table(base / EMPTY_FILE, empty_table(kind), compression)
+        only_empty.add(kind)
+    return only_empty
 
 
 def _read_commits(out: Path) -> dict[str, dict]:

@@ -70,6 +70,39 @@ def _ffmpeg_options(url: str, opts: SourceOptions) -> tuple[str | None, dict[str
     return None, o
 
 
+def _creation_time(container) -> _dt.datetime | None:
+    """The container's ``creation_time`` tag (MP4/MOV, Matroska, ...) as UTC, or None (absent, unparsable,
+    or the 1904/1970 epoch that muxers write when they know no time)."""
+    tags = [container.metadata] + [s.metadata for s in container.streams]
+    for meta in tags:
+        value = (meta or {}).get("creation_time")
+        if not value:
+            continue
+        try:
+            t = _dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        t = t if t.utcoffset() is not None else t.replace(tzinfo=_dt.timezone.utc)
+        if t.year > 1971:
+            return t.astimezone(_dt.timezone.utc)
+    return None
+
+
+def _stream_facts(container) -> dict:
+    """Codec names, frame size and rate, audio rate and channels of the first video/audio stream."""
+    facts: dict = {}
+    if container.streams.video:
+        v = container.streams.video[0]
+        rate = v.average_rate or v.guessed_rate or v.base_rate
+        facts.update(video_codec=v.codec_context.name, width=v.codec_context.width or None,
+                     height=v.codec_context.height or None, fps=float(rate) if rate else None)
+    if container.streams.audio:
+        a = container.streams.audio[0]
+        facts.update(audio_codec=a.codec_context.name, sample_rate_hz=a.codec_context.sample_rate or None,
+                     channels=a.codec_context.channels or None)
+    return facts
+
+
 def _reason(e: BaseException) -> str:
     # FFmpeg errors repeat the filename; the reason alone reads better and the source is named anyway
     if isinstance(e, av.FFmpegError) and e.strerror:
@@ -160,6 +193,14 @@ class AVSource(Source):
             self.is_live = False           # a VOD playlist (it has a total duration): read it once, like a file
         if not self.is_live and self._container.duration:
             self.duration_s = self._container.duration / 1e6
+        self._origin, origin_from = None, None
+        if not self.is_live:
+            self._origin, origin_from = options.media_origin, "user" if options.media_origin else None
+            if self._origin is None:
+                self._origin = _creation_time(self._container)
+                origin_from = "creation_time" if self._origin is not None else None
+        self.facts = _stream_facts(self._container)
+        self.facts.update(media_origin=self._origin, media_origin_from=origin_from if not self.is_live else "live")
 
     # -- open --------------------------------------------------------------------------------
     def _open(self):
@@ -253,6 +294,7 @@ class AVSource(Source):
             if got_any:
                 failures, backoff = 0, opts.backoff_initial_s
             why = err.reason if err is not None else "end of stream"
+            self.state = "reconnecting"
             while self._container is None:
                 failures += 1
                 if opts.max_reconnects is not None and failures > opts.max_reconnects:
@@ -266,6 +308,7 @@ class AVSource(Source):
                     self._container = self._open()
                 except SourceError as e:
                     why = e.reason
+            self.state = "reading"
             self._pending_gap = "reconnect"
             self._gap_extra = {"cause": why, "attempts": failures}
 
@@ -437,10 +480,16 @@ class AVSource(Source):
             # live: placed on the timeline (and the gap emitted) once the new clock is measured, in _ready
             self._live_gap = self._pending_gap or "pts_jump"
         has_v, has_a = self._has
+        if self._n_segments == 0:
+            self.facts["t0_s"] = t0
+        wall_t0 = None
+        if self._origin is not None and not self.is_live:
+            # archive with a known origin: capture time = origin + (timeline time - time of the first cell)
+            wall_t0 = self._origin + _dt.timedelta(seconds=t0 + offset - self.facts["t0_s"])
         aligner = GridAligner(self.grid, stream_id=self.stream_id, t0_s=t0, has_video=has_v, has_audio=has_a,
                               frame_tolerance_s=self._tol if has_v else 1.0, convert=self._convert,
                               segment=self._n_segments, time_offset_s=offset, source=self.source,
-                              is_live=self.is_live, max_lag_s=self.options.max_lag_s)
+                              is_live=self.is_live, max_lag_s=self.options.max_lag_s, wall_t0=wall_t0)
         self._seg = _Segment(aligner, t0)
         self._n_segments += 1
         self._pending_gap = ""

@@ -28,6 +28,8 @@ from pipeline.redact import redact
 
 log = logging.getLogger("avgrid.sources")
 _END = object()
+# what a source's reader is doing: opening the input, reading it, or waiting to reopen it
+SOURCE_STATES = ("connecting", "reading", "reconnecting")
 
 
 class _Handoff:
@@ -117,6 +119,8 @@ class SourceOptions:
     clock_window_s: live capture times come from the packets of the last this many seconds that
         arrived soonest after their timestamps; a window (not the whole stream) lets them follow a
         camera clock that runs slower or faster than this machine's.
+    media_origin: files: the UTC capture time of the first cell's start (``--media-origin``); wins
+        over the container's ``creation_time``. With either, archive cells carry ``wall_start``.
     """
 
     open_timeout_s: float = 10.0
@@ -133,6 +137,7 @@ class SourceOptions:
     rtsp_transport: str = "tcp"
     skip_unsampled: bool = True
     clock_window_s: float = 30.0
+    media_origin: _dt.datetime | None = None
 
 
 class Source:
@@ -152,6 +157,10 @@ class Source:
         self.options = options
         self.duration_s: float | None = None
         self.media_time_s = 0.0
+        # what the input holds (for the streams dataset): codecs, size, rates, t0, media origin
+        self.facts: dict = {}
+        # SOURCE_STATES: what the reader is doing now (status lines, the live page)
+        self.state = "reading"
         self._q = _Handoff(options.queue_cells, drop_oldest=is_live)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

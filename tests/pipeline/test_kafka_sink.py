@@ -11,7 +11,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from pipeline.errors import SinkError
-from pipeline.records import KINDS, from_json, to_dict
+from pipeline.records import KINDS, SCHEMA_VERSION, from_json, to_dict
 from pipeline.sinks import FanOut, KafkaConfig, KafkaSink, ParquetSink
 from tests.pipeline.test_records import sample_records
 from tests.pipeline.test_sinks_parquet import read_dataset
@@ -66,7 +66,7 @@ def test_consumer_records_equal_parquet_records(kafka, tmp_path):
         kind = m.topic.rsplit(".", 1)[1]
         rec = from_json(kind, m.value)
         assert m.key == rec.stream_id.encode()
-        assert dict(m.headers) == {"schema_version": b"1"}
+        assert dict(m.headers) == {"schema_version": str(SCHEMA_VERSION).encode()}
         assert json.loads(m.value)["produced_at"].endswith("+00:00")
     assert {m.partition for m in msgs} == {0, 1}        # the sink created the topics with 2 partitions
     # a key lands where kafka-python's default partitioner (murmur2, as the Java client) puts it

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.config import load_config
+from pipeline.records import KINDS, SCHEMA_VERSION
 from pipeline.runtime import Engine, Observer
 from tests.datasets import read_kind as read
 from tests.media import MediaSpec, make_media
@@ -87,7 +88,7 @@ def test_kafka_gets_the_same_record_ids(clean_run, kafka, tmp_path):
         got[value["record_id"]] = (msg.key.decode(), dict(msg.headers).get("schema_version"))
     consumer.close()
     assert set(got) == expected
-    assert all(key == os.path.abspath(truth.path) and ver == b"1" for key, ver in got.values())
+    assert all(key == os.path.abspath(truth.path) and ver == str(SCHEMA_VERSION).encode() for key, ver in got.values())
 
 
 def test_ten_files_two_corrupt_exit_1_eight_annotated_failures_named(tmp_path, ray_local, capsys):
@@ -220,10 +221,19 @@ def test_inspect_reports_counts_coverage_labels_and_schema(clean_run, capsys):
     truth, out, _ = clean_run
     rep = inspect_dir(out)
     stream = os.path.abspath(truth.path)
-    assert set(rep) == {"action", "event", "caption"}
-    for kind in rep:
-        assert rep[kind]["records"] == len(read(out, kind)) and rep[kind]["schema_versions"] == [1]
+    # v2: every kind's dataset exists after a run (the offline profile finds no sentiment here)
+    assert set(rep) == set(KINDS) | {"streams"}
+    assert rep["sentiment"]["records"] == 0
+    for kind in ("action", "event", "caption"):
+        assert rep[kind]["records"] == len(read(out, kind)) and rep[kind]["schema_versions"] == [SCHEMA_VERSION]
         assert rep[kind]["duplicates"] == 0 and rep[kind]["files"] >= 1
+    # one streams row per input per run: the clean run's says ok, and which settings made the records
+    rows = [r for r in read(out, "streams") if r["stream_id"] == stream]
+    assert len(rows) == rep["streams"][stream]["runs"] and any(r["status"] == "ok" for r in rows)
+    ok = next(r for r in rows if r["status"] == "ok")
+    assert json.loads(ok["settings"])["profile"] == "offline" and ok["cells"] == 10
+    assert (ok["video_codec"], ok["width"], ok["height"], ok["t0_s"]) == ("h264", 320, 240, 0.0)
+    assert rep["streams"][stream]["status"] in {r["status"] for r in rows}
     assert rep["caption"]["streams"][stream]["covered_s"] == pytest.approx(SPEC.duration_s)
     assert (rep["caption"]["streams"][stream]["t_start"], rep["caption"]["streams"][stream]["t_end"]) == (0.0, 10.0)
     assert dict(rep["event"]["top"])["flash"] == len([e for e in read(out, "event") if e["label"] == "flash"])
