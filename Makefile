@@ -11,11 +11,14 @@ export AVGRID_KAFKA_PORT ?= 9092
 export AVGRID_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(AVGRID_KAFKA_PORT)
 # Debian packages the tests and benchmarks need: ffmpeg CLI (benchmark baseline, RTSP/UDP/HLS
 # publishers), espeak-ng (speech clips), Java + Maven (Kafka broker), GStreamer's RTSP server.
+# chromium renders the report and the live page in tests; fluidsynth + a small General MIDI soundfont
+# play real instrument samples for the music tests.
 APT_PKGS := ffmpeg espeak-ng maven openjdk-17-jre-headless python3-gi gir1.2-gst-rtsp-server-1.0 \
-            gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-APT_BINS := ffmpeg espeak-ng mvn java
+            gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav \
+            chromium fluidsynth timgm6mb-soundfont
+APT_BINS := ffmpeg espeak-ng mvn java chromium fluidsynth
 
-.PHONY: help venv sysdeps demo test test-fast kafka-up kafka-down bench clean
+.PHONY: help venv sysdeps media demo test test-fast kafka-up kafka-down bench clean
 
 help:
 	@echo "make demo       set up, generate a sample clip offline, annotate it (Parquet in ./avgrid-out)"
@@ -27,7 +30,7 @@ help:
 # Installs missing Debian packages (root, as on CI). Skipped when everything is present.
 sysdeps:
 	@missing=""; for b in $(APT_BINS); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
-	dpkg -s gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi >/dev/null 2>&1 || missing="$$missing gst-rtsp"; \
+	dpkg -s gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi timgm6mb-soundfont >/dev/null 2>&1 || missing="$$missing gst-rtsp/soundfont"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages (missing:$$missing)"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi; \
@@ -42,6 +45,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Real footage and sounds from Debian packages (tests/realmedia.py), fetched once into .cache/debian
+media: venv sysdeps
+	@$(PYBIN) -m tests.realmedia fetch
+
 kafka-up: venv sysdeps
 	@AVGRID_PYTHON=$(abspath $(PYBIN)) $(KAFKA) up
 
@@ -52,7 +59,7 @@ demo: venv sysdeps
 	$(PYBIN) -m pipeline.demo
 
 # Starts the broker only when none is running, and stops only the one it started.
-test: venv sysdeps
+test: venv sysdeps media
 	@started=0; \
 	if ! $(KAFKA) status >/dev/null 2>&1; then AVGRID_PYTHON=$(abspath $(PYBIN)) $(KAFKA) up >/dev/null && started=1; fi; \
 	rc=0; $(PYBIN) -m pytest $(PYTEST_ARGS) || rc=$$?; \
@@ -60,8 +67,8 @@ test: venv sysdeps
 	if [ $$rc = 5 ]; then echo "pytest collected no tests"; fi; \
 	exit $$rc
 
-bench: venv sysdeps
-	@for b in decode encoders fusion sinks e2e; do \
+bench: venv sysdeps media
+	@for b in decode encoders fusion sinks e2e quality operators; do \
 	  if [ -f benchmarks/$$b.py ]; then $(PYBIN) -m benchmarks.$$b || exit $$?; fi; done
 
 clean:

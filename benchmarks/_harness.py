@@ -69,17 +69,28 @@ def timed():
 
 
 def report(name: str, figures: dict[str, float], ratios: dict[str, float], *,
-           targets: dict[str, float] | None = None, notes: dict | None = None) -> dict:
-    """Print a markdown table and write ``RESULTS_DIR/<name>.json``; returns the written dict."""
-    targets = targets or {}
+           targets: dict[str, float] | None = None, notes: dict | None = None,
+           limits: dict[str, float] | None = None) -> dict:
+    """Print a markdown table and write ``RESULTS_DIR/<name>.json``; returns the written dict.
+
+    ``targets``: figure or ratio -> the least it should be; ``limits``: figure -> the most it may be
+    (errors, costs)."""
+    targets, limits = targets or {}, limits or {}
     result = {"name": name, "machine": machine(), "versions": versions(),
               "figures": {k: float(v) for k, v in figures.items()},
               "ratios": {k: float(v) for k, v in ratios.items()},
               "targets": targets, "notes": notes or {}}
+    if limits:
+        result["limits"] = limits
     lines = [f"## benchmark `{name}`", "", f"machine: {result['machine']}", "",
              "| metric | value | target |", "|---|---:|---:|"]
     for k, v in result["figures"].items():
-        lines.append(f"| {k} | {v:,.3f} | {_target(targets.get(k))} |")
+        if k in limits:
+            met = " (met)" if v <= limits[k] else " (NOT met)"
+            lines.append(f"| {k} | {v:,.3f}{met} | <= {limits[k]:g} |")
+            continue
+        met = "" if k not in targets else " (met)" if v >= targets[k] else " (NOT met)"
+        lines.append(f"| {k} | {v:,.3f}{met} | {_target(targets.get(k))} |")
     for k, v in result["ratios"].items():
         status = ""
         if k in targets:
