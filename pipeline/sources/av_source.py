@@ -256,10 +256,10 @@ class AVSource(Source):
         if self._relay is not None:
             self._relay.stop()
 
-    def close(self) -> None:
+    def close(self, drain: bool = False) -> None:
         if self._relay is not None:
             self._relay.close()      # a read blocked on the relay's pipe sees end of file at once
-        super().close()
+        super().close(drain)
 
     # -- read --------------------------------------------------------------------------------
     def _produce(self) -> None:

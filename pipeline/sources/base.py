@@ -12,8 +12,6 @@ two guarantees FFmpeg alone does not (PyAV issues 584, 325, 1155, 1243):
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import datetime as _dt
 import logging
 import queue
@@ -25,76 +23,12 @@ from typing import Iterator
 from pipeline.errors import SourceError
 from pipeline.grid import Cell, Gap, GridConfig
 from pipeline.redact import redact
+from pipeline.sources.cellqueue import Backpressure, CellQueue
 
 log = logging.getLogger("avgrid.sources")
 _END = object()
 # what a source's reader is doing: opening the input, reading it, or waiting to reopen it
 SOURCE_STATES = ("connecting", "reading", "reconnecting")
-
-
-class _Handoff:
-    """Bounded FIFO from the reader thread to the consumer, counted in cells.
-
-    Files block the reader while ``max_cells`` cells wait (archives never drop). Live sources
-    never block: the oldest waiting cell is dropped and a ``Gap(reason="dropped")`` takes its
-    place, merged with the one before it, so the consumer still learns what it missed, in order.
-    """
-
-    def __init__(self, max_cells: int, drop_oldest: bool):
-        self.max_cells, self.drop_oldest = max(1, max_cells), drop_oldest
-        self.dropped_cells = 0
-        self._items: collections.deque = collections.deque()
-        self._cells = 0
-        self._cv = threading.Condition()
-
-    def put(self, item, stop: threading.Event) -> bool:
-        with self._cv:
-            if isinstance(item, Cell):
-                while self._cells >= self.max_cells:
-                    if stop.is_set():
-                        return False
-                    if self.drop_oldest:
-                        self._drop_oldest_cell()
-                    else:
-                        self._cv.wait(0.2)
-                self._cells += 1
-            self._items.append(item)
-            self._cv.notify_all()
-            return True
-
-    def get(self, timeout_s: float):
-        """The next item, or ``queue.Empty`` after ``timeout_s``."""
-        with self._cv:
-            if not self._items and not self._cv.wait_for(lambda: self._items, timeout_s):
-                raise queue.Empty
-            item = self._items.popleft()
-            if isinstance(item, Cell):
-                self._cells -= 1
-                self._cv.notify_all()
-            return item
-
-    def end_now(self) -> None:
-        """Drop everything waiting and make the next ``get`` return the end marker."""
-        with self._cv:
-            self._items.clear()
-            self._cells = 0
-            self._items.append(_END)
-            self._cv.notify_all()
-
-    def _drop_oldest_cell(self) -> None:
-        i = next(i for i, it in enumerate(self._items) if isinstance(it, Cell))
-        cell = self._items[i]
-        wall_end = cell.wall_start + _dt.timedelta(seconds=cell.t_end - cell.t_start) if cell.wall_start else None
-        prev = self._items[i - 1] if i > 0 else None
-        if isinstance(prev, Gap) and prev.reason == "dropped" and abs(prev.t_end - cell.t_start) < 1e-6:
-            self._items[i - 1] = dataclasses.replace(prev, t_end=cell.t_end, wall_end=wall_end)
-            del self._items[i]
-        else:
-            self._items[i] = Gap(stream_id=cell.stream_id, t_start=cell.t_start, t_end=cell.t_end, reason="dropped",
-                                 segment=cell.segment, wall_start=cell.wall_start, wall_end=wall_end,
-                                 source=cell.source)
-        self._cells -= 1
-        self.dropped_cells += 1
 
 
 @dataclass(frozen=True)
@@ -161,29 +95,31 @@ class Source:
         self.facts: dict = {}
         # SOURCE_STATES: what the reader is doing now (status lines, the live page)
         self.state = "reading"
-        self._q = _Handoff(options.queue_cells, drop_oldest=is_live)
+        # the one buffer between the reader thread and the consumer (files block, live drops the oldest)
+        self._q = CellQueue(options.queue_cells, Backpressure.DROP_OLDEST if is_live else Backpressure.BLOCK)
+        self._held = None      # an end marker or error that take() reached after other items
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._deadline: float | None = None       # monotonic time the reader's current blocking call must end by
         self._deadline_what = ""
 
     # -- consumer side -----------------------------------------------------------------------
-    def __iter__(self) -> Iterator[Cell | Gap]:
+    def start(self) -> None:
+        """Start the reader thread (iterating, or the first :meth:`take`, does it too)."""
         if self._thread is not None:
             raise RuntimeError(f"{self.source}: a Source can be iterated only once")
         self._thread = threading.Thread(target=self._reader_main, name=f"avgrid-source:{self.source}", daemon=True)
         self._thread.start()
+
+    def __iter__(self) -> Iterator[Cell | Gap]:
+        self.start()
         while True:
             try:
                 item = self._q.get(0.2)
             except queue.Empty:
                 if self._stop.is_set():
                     return
-                dl = self._deadline
-                if dl is not None and time.monotonic() > dl + self.options.watchdog_grace_s:
-                    self._stop.set()
-                    raise SourceError(self._url, f"{self._deadline_what}: no answer within its deadline "
-                                                 f"(watchdog, reader thread abandoned)") from None
+                self._check_watchdog()
                 continue
             if item is _END:
                 return
@@ -193,12 +129,63 @@ class Source:
                 self.media_time_s = item.t_end
             yield item
 
-    def close(self) -> None:
-        """Stop reading. Safe from any thread; a blocked iterator returns promptly."""
+    def take(self, max_cells: int, timeout_s: float) -> tuple[list, bool]:
+        """``(items, ended)``: up to ``max_cells`` cells with the gaps among them, waiting up to
+        ``timeout_s`` for the first; ``ended`` once the source has nothing more. The batch form of
+        iterating (one call per pull instead of one per cell); raises :class:`SourceError` where the
+        iterator would, after the items before the error were taken."""
+        if self._thread is None:
+            self.start()
+        if self._held is None:
+            items = self._q.take(max_cells, timeout_s)
+            if not items:
+                if self._stop.is_set():
+                    return [], True
+                self._check_watchdog()
+                return [], False
+            if not isinstance(items[-1], (Cell, Gap)):
+                self._held = items.pop()
+        else:
+            items = []
+        for it in reversed(items):
+            if isinstance(it, Cell):
+                self.media_time_s = it.t_end
+                break
+        if items:
+            return items, self._held is _END
+        held = self._held
+        if isinstance(held, BaseException):
+            self._held = _END
+            raise held
+        return [], True
+
+    def _check_watchdog(self) -> None:
+        dl = self._deadline
+        if dl is not None and time.monotonic() > dl + self.options.watchdog_grace_s:
+            self._stop.set()
+            raise SourceError(self._url, f"{self._deadline_what}: no answer within its deadline "
+                                         f"(watchdog, reader thread abandoned)") from None
+
+    @property
+    def queued_cells(self) -> int:
+        """Cells decoded and waiting to be taken."""
+        return self._q.cells
+
+    @property
+    def decoded_cells(self) -> int:
+        """Cells the reader produced so far (including any dropped)."""
+        return self._q.put_cells
+
+    def close(self, drain: bool = False) -> None:
+        """Stop reading. Safe from any thread; a blocked iterator returns promptly, or, with ``drain``,
+        once it has handed out the cells already decoded (a live run stopping keeps what it captured)."""
         self._stop.set()
         if self._thread is None:
             self._release()
-        self._q.end_now()
+        if drain:
+            self._q.put(_END)        # after what waits; the reader puts nothing more once stopped
+        else:
+            self._q.end_now(_END)
 
     def __enter__(self):
         return self
