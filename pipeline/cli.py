@@ -31,7 +31,7 @@ _SHOWN = {"progress": "on when stderr is a terminal", "operator_actors": "one pe
           "media_origin": "the file's creation_time, if any"}
 # options that only make sense for one command
 _ONLY = {"duration": "run", "status_interval_s": "run", "concurrency": "annotate", "readahead_cells": "annotate",
-         "media_origin": "annotate"}
+         "media_origin": "annotate", "executor": "annotate", "local_max_mb": "annotate"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,7 +79,8 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
         metavar = {"out": "DIR", "kafka": "HOST:PORT", "kafka_prefix": "P", "profile": "NAME", "bundle": "PATH",
                    "ray_address": "HOST:PORT", "metrics_port": "PORT", "metrics_host": "HOST", "duration": "SECONDS",
                    "kafka_security_protocol": "PROTOCOL", "kafka_sasl_mechanism": "MECHANISM",
-                   "kafka_sasl_username": "USER", "kafka_compression": "CODEC", "media_origin": "ISO8601"}.get(f.name)
+                   "kafka_sasl_username": "USER", "kafka_compression": "CODEC", "media_origin": "ISO8601",
+                   "executor": "NAME", "local_max_mb": "MB", "thumbnail_interval_s": "SECONDS"}.get(f.name)
         metavar = metavar or ("FILE" if f.name.endswith(("file", "_cafile")) else None)
         g.add_argument(flag, dest=f.name, type=typ, default=None, metavar=metavar, help=help_)
 

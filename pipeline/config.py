@@ -40,6 +40,7 @@ from pipeline.errors import ConfigError
 from pipeline.grid import GridConfig
 
 PROFILES = ("offline", "standard", "bundle")
+EXECUTORS = ("auto", "ray", "local")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ class Config:
     max_inflight: int = 8
     readahead_cells: int = 48
     operator_actors: int | None = None
+    executor: str = "auto"
+    local_max_mb: float = 256.0
+    thumbnail_interval_s: float = 5.0
     concurrency: int = 2
     num_cpus: int | None = None
     torch_threads: int = 1
@@ -130,11 +134,17 @@ HELP: dict[str, str] = {
     "max_batch": "most cells (across streams) in one operator call",
     "max_wait_ms": "longest a partly filled batch waits for more cells (ms)",
     "max_inflight": "cells per stream buffered between decoding and the operators, once in the source actor "
-                    "and once in the driver (live: beyond that the oldest are dropped and reported as gap "
-                    "events; archives: decoding waits)",
-    "readahead_cells": "avgrid annotate: cells per file decoded ahead of the operators, held in the driver "
-                       "(~0.65 MB each at the default grid), so decoding runs on while the operators load",
+                    "and once on their way to the operators (live: beyond that the oldest are dropped and "
+                    "reported as gap events; archives: decoding waits)",
+    "readahead_cells": "avgrid annotate: cells per file decoded ahead of the operators, held in Ray's object "
+                       "store (~0.65 MB each at the default grid), so decoding runs on while the operators load",
     "operator_actors": "operator (encoder/detector) actors in the pool",
+    "executor": "avgrid annotate: where the actors run: ray (a local Ray instance, or --ray-address), local (no "
+                "Ray: decoders in child processes, operators and sinks in this one) or auto (local for local files "
+                "totalling at most --local-max-mb when no Ray is running in this process, else ray)",
+    "local_max_mb": "avgrid annotate --executor auto: the most input megabytes (all files together) run without Ray",
+    "thumbnail_interval_s": "seconds between the small JPEG thumbnails (160 px wide) each source sends for a live "
+                            "page (0: none)",
     "concurrency": "avgrid annotate: input files decoded at the same time",
     "num_cpus": "CPUs for the local Ray instance",
     "torch_threads": "torch threads per operator actor",
@@ -222,6 +232,13 @@ def validate(cfg: Config, origin: str = "config") -> Config:
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{origin}: option {name!r} must be > 0, got {getattr(cfg, name)!r}")
+    if cfg.executor not in EXECUTORS:
+        raise ConfigError(f"{origin}: option 'executor' must be one of {', '.join(EXECUTORS)}, got {cfg.executor!r}")
+    if cfg.executor == "local" and cfg.ray_address:
+        raise ConfigError(f"{origin}: --executor local runs without Ray; it cannot join --ray-address")
+    for name in ("local_max_mb", "thumbnail_interval_s"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{origin}: option {name!r} must be >= 0")
     if cfg.max_wait_ms < 0:
         raise ConfigError(f"{origin}: option 'max_wait_ms' must be >= 0")
     if cfg.duration is not None and cfg.duration <= 0:

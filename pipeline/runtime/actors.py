@@ -5,13 +5,15 @@ lets a test drive one without Ray.
 
 - ``SourceWorker``: one per stream at a time (archives hand a worker whose file ended cleanly the
   next file). Opens the source *inside the actor*, so a decoder that crashes on untrusted media
-  takes down that process only. A background thread decodes
-  into a bounded queue; the driver pulls. Archives block the decoder when the queue is full
-  (never drop); live streams drop the oldest queued cell and report the run of dropped
-  cells as one ``Gap`` in its place.
+  takes down that process only. The source's reader thread decodes into its one bounded buffer
+  (:mod:`pipeline.sources.cellqueue`); the driver takes cells in batches, as metadata plus a
+  payload object it passes on without opening. Archives block the decoder when the buffer is
+  full (never drop); live streams drop the oldest cell and report the run of dropped cells as
+  one ``Gap`` in its place.
 - ``OperatorWorker``: loads the profile's operators once in ``__init__`` and applies them to
-  batches of cells from several streams. It keeps no per-stream state: the driver passes the
-  state in and gets it back, so a restarted actor (or a retried call) computes the same thing.
+  batches of cells from several streams. Each stream's state stays in the actor and also goes
+  back as an object the driver holds by handle only, so a restarted actor (or a re-sent batch)
+  computes the same thing.
 - ``SinkWorker``: the Parquet dataset plus optional Kafka topics behind one FanOut.
 """
 
@@ -20,54 +22,40 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections import deque
-from dataclasses import dataclass
+
+import numpy as np
 
 from pipeline.errors import SinkError
 from pipeline.grid import Cell, Gap, GridConfig
 from pipeline.redact import redact
-
-
-@dataclass
-class Pull:
-    """What one ``SourceWorker.pull`` returns. ``items`` are in stream order."""
-
-    items: list
-    done: bool = False
-    error: str | None = None
-    info: dict | None = None
-    decoded_cells: int = 0
-    dropped_cells: int = 0
-    reconnects: int = 0
-    queue_depth: int = 0
-    decode_s: float = 0.0
-    facts: dict | None = None       # the input's codecs, size, rates, t0 and media origin (once known)
-    source_state: str = "connecting"   # connecting (opening the input), reading, reconnecting, ended
-
-
-@dataclass
-class _Dropped:
-    """Consecutive cells a live source dropped under load; becomes one Gap when pulled."""
-
-    first: Cell
-    last: Cell
-    n: int = 1
-
-    def gap(self) -> Gap:
-        return Gap(stream_id=self.first.stream_id, t_start=self.first.t_start, t_end=self.last.t_end,
-                   reason="dropped", segment=self.first.segment,
-                   wall_start=self.first.wall_start, wall_end=self.last.wall_start, source=self.first.source,
-                   extra={"dropped_cells": self.n})
+from pipeline.runtime.messages import (  # noqa: F401  (Pull, Job, JobResult: part of this module's API)
+    CellMeta,
+    Delivery,
+    Described,
+    Job,
+    JobResult,
+    Pull,
+    SinkReady,
+    SourceInfo,
+    Thumbnail,
+)
 
 
 class SourceWorker:
-    """Decodes one stream into grid cells on a background thread. Call from a threaded actor."""
+    """Decodes one input into grid cells; the driver takes them a batch at a time. Call from a threaded actor.
+
+    The input is opened on a background thread (so :meth:`start` returns at once); decoding runs on
+    the source's own reader thread into its bounded :class:`~pipeline.sources.cellqueue.CellQueue`
+    of ``capacity_cells`` cells: files block when it is full, live inputs drop the oldest cell (a
+    ``dropped`` gap). That buffer is the only one in the process.
+    """
 
     def __init__(self, url: str, grid: GridConfig, *, name: str | None = None, live: bool | None = None,
-                 capacity_cells: int = 8, options: dict | None = None, gen: int = 0, nice: int = 0):
+                 capacity_cells: int = 8, options: dict | None = None, gen: int = 0, nice: int = 0,
+                 thumbnail_s: float | None = None):
         self._nice = nice
+        self._thumbnail_s = thumbnail_s
         self._cv = threading.Condition()
-        self._thread: threading.Thread | None = None
         self._done = True
         self.start(gen, url, grid, name=name, live=live, capacity_cells=capacity_cells, options=options)
 
@@ -81,134 +69,142 @@ class SourceWorker:
             if not self._done:
                 raise RuntimeError(f"source actor still decoding input {self._gen}")
             self._url, self._grid, self._name, self._live = url, grid, name, live
-            self._options = options or {}
-            self._capacity = max(1, capacity_cells)
-            self._q: deque = deque()
+            self._options = {**(options or {}), "queue_cells": max(1, capacity_cells)}
             self._closing = False
             self._done = False
+            self._opened = False
             self._error: str | None = None
-            self._info: dict | None = None
+            self._info: SourceInfo | None = None
             self._source = None
-            self._decoded = self._dropped = self._reconnects = 0
-            self._decode_s = 0.0
+            self._thumb_at = None
+            self._reconnects = 0
             self._gen = gen
-            self._thread = threading.Thread(target=self._run, name="avgrid-decode", daemon=True)
-            self._thread.start()
+            threading.Thread(target=self._open, name="avgrid-open", daemon=True).start()
             self._cv.notify_all()
         return True
 
-    # -- decoding thread -------------------------------------------------
-    def _run(self) -> None:
+    def _open(self) -> None:
+        """Open the input (blocking: up to the open timeout) and start its reader thread, which
+        inherits this thread's lower priority."""
         from pipeline.errors import SourceError
 
         if self._nice > 0:
             _lower_priority(self._nice)
-        src = None
+        src, error = None, None
         try:
             from pipeline.sources import SourceOptions, open_source
 
             src = open_source(self._url, self._grid, name=self._name, live=self._live,
                               options=SourceOptions(**self._options))
-            with self._cv:
-                self._source = src
-                self._info = {"stream_id": src.stream_id, "source": src.source, "is_live": bool(src.is_live),
-                              "duration_s": src.duration_s}
-                if self._closing:
-                    return
-            it = iter(src)
-            while not self._closing:
-                t = time.perf_counter()
-                try:
-                    item = next(it)
-                except StopIteration:
-                    break
-                self._decode_s += time.perf_counter() - t
-                self._put(item)
+            src.start()
         except SourceError as e:
-            self._error = e.reason
+            error = e.reason
         except Exception as e:  # a decoder failing on bad media must be reported, not crash the actor
-            self._error = redact(f"{type(e).__name__}: {e}")
+            error = redact(f"{type(e).__name__}: {e}")
             traceback.print_exc()
-        finally:
-            if src is not None:
-                try:
-                    src.close()
-                except Exception:
-                    pass
-            with self._cv:
-                self._done = True
-                self._cv.notify_all()
-
-    def _cells_queued(self) -> int:
-        return sum(1 for it in self._q if isinstance(it, Cell))
-
-    def _put(self, item) -> None:
         with self._cv:
-            if isinstance(item, Cell):
-                self._decoded += 1
-                live = self._info["is_live"] if self._info else bool(self._live)
-                while self._cells_queued() >= self._capacity and not self._closing:
-                    if live:
-                        self._drop_oldest()
-                    else:
-                        self._cv.wait(0.5)  # archive: decoding waits for the pipeline, nothing is lost
-            elif isinstance(item, Gap) and "reconnect" in item.reason.lower():
-                self._reconnects += 1
-            self._q.append(item)
+            if src is not None:
+                self._source = src
+                self._info = SourceInfo(stream_id=src.stream_id, source=src.source, is_live=bool(src.is_live),
+                                        duration_s=src.duration_s)
+            self._error, self._opened = error, True
+            self._done = error is not None
+            closing = self._closing
             self._cv.notify_all()
-
-    def _drop_oldest(self) -> None:
-        q = self._q
-        for i, it in enumerate(q):
-            if isinstance(it, Cell):
-                self._dropped += 1
-                prev = q[i - 1] if i else None
-                if isinstance(prev, _Dropped) and prev.last.index + 1 == it.index:
-                    prev.last, prev.n = it, prev.n + 1
-                    del q[i]
-                else:
-                    q[i] = _Dropped(it, it)
-                return
+        if closing and src is not None:
+            src.close()
 
     # -- actor methods -------------------------------------------------------
-    def pull(self, max_cells: int, wait_s: float = 0.2, gen: int | None = None) -> Pull:
-        """Up to ``max_cells`` cells (plus any gaps among them); waits up to ``wait_s`` for the first.
-        ``gen``: the input the caller means (see :meth:`start`); None takes the current one."""
+    def take(self, max_cells: int, wait_s: float = 0.2, gen: int | None = None) -> tuple[Pull, list[Cell]]:
+        """Up to ``max_cells`` cells (plus any gaps among them), waiting up to ``wait_s`` for the first,
+        as ``(Pull of CellMeta and Gap items, the cells themselves)``: the driver reads the first and
+        passes the second on to the operators untouched. ``gen``: the input the caller means (see
+        :meth:`start`); None takes the current one."""
         deadline = time.monotonic() + wait_s
         with self._cv:
             # a threaded actor may run this call before the start() sent ahead of it
             while gen is not None and gen != self._gen and time.monotonic() < deadline:
                 self._cv.wait(max(0.0, deadline - time.monotonic()))
             if gen is not None and gen != self._gen:
-                return Pull(items=[])
-            while not self._q and not self._done and time.monotonic() < deadline:
+                return Pull(items=[]), []
+            while not self._opened and time.monotonic() < deadline:
                 self._cv.wait(max(0.0, deadline - time.monotonic()))
-            items, n = [], 0
-            while self._q and n < max_cells:
-                it = self._q.popleft()
-                if isinstance(it, _Dropped):
-                    it = it.gap()
-                elif isinstance(it, Cell):
-                    n += 1
-                items.append(it)
-            self._cv.notify_all()
-            return Pull(items=items, done=self._done and not self._q, error=self._error, info=self._info,
-                        decoded_cells=self._decoded, dropped_cells=self._dropped,
-                        reconnects=self._reconnects + int(getattr(self._source, "reconnects", 0) or 0),
-                        queue_depth=self._cells_queued(), decode_s=self._decode_s,
-                        facts=dict(getattr(self._source, "facts", None) or {}) or None,
-                        source_state="ended" if self._done else
-                        "connecting" if self._source is None else getattr(self._source, "state", "reading"))
+            src, done = self._source, self._done
+        items: list = []
+        if src is not None and not done:
+            ended = False
+            try:
+                items, ended = src.take(max_cells, max(0.0, deadline - time.monotonic()))
+            except Exception as e:  # SourceError (the input failed) or a decoder bug: this input's failure
+                from pipeline.errors import SourceError
+
+                ended = True
+                with self._cv:
+                    self._error = e.reason if isinstance(e, SourceError) else redact(f"{type(e).__name__}: {e}")
+            if ended:
+                src.close()
+                with self._cv:
+                    self._done = True
+                    self._cv.notify_all()
+        self._reconnects += sum(1 for it in items if isinstance(it, Gap) and it.reason == "reconnect")
+        payload = [it for it in items if isinstance(it, Cell)]
+        slots = iter(range(len(payload)))
+        metas = [CellMeta.of(it, next(slots)) if isinstance(it, Cell) else it for it in items]
+        with self._cv:
+            done = self._done
+        return Pull(items=metas, done=done, error=self._error, info=self._info,
+                    decoded_cells=src.decoded_cells if src is not None else 0,
+                    dropped_cells=src.dropped_cells if src is not None else 0,
+                    reconnects=self._reconnects + int(getattr(src, "reconnects", 0) or 0), queue_depth=src.queued_cells if src else 0,
+                    facts=dict(getattr(src, "facts", None) or {}) or None,
+                    source_state="ended" if done else "connecting" if src is None else getattr(src, "state", "reading"),
+                    thumbnail=self._thumbnail(payload, src)), payload
+
+    def pull(self, max_cells: int, wait_s: float = 0.2, gen: int | None = None) -> Pull:
+        """:meth:`take` with the cells themselves in ``items`` (for callers that want them in hand)."""
+        p, cells = self.take(max_cells, wait_s, gen)
+        p.items = [cells[it.slot] if isinstance(it, CellMeta) else it for it in p.items]
+        return p
+
+    def _thumbnail(self, cells: list[Cell], src) -> Thumbnail | None:
+        """Every ``thumbnail_s`` seconds, a JPEG (160 px wide, the input's aspect ratio) of the middle
+        real frame of the last cell that has one."""
+        if not self._thumbnail_s or not cells:
+            return None
+        now = time.monotonic()
+        if self._thumb_at is not None and now - self._thumb_at < self._thumbnail_s:
+            return None
+        cell = next((c for c in reversed(cells) if c.frame_mask.any()), None)
+        if cell is None:
+            return None
+        try:
+            import cv2
+        except ImportError:
+            return None
+        self._thumb_at = now
+        real = np.flatnonzero(cell.frame_mask)
+        j = int(real[len(real) // 2])
+        frame = cell.frames[j]
+        facts = getattr(src, "facts", None) or {}
+        w, h = facts.get("width") or frame.shape[1], facts.get("height") or frame.shape[0]
+        tw = min(160, int(w))
+        th = max(1, min(160, int(round(tw * h / w))))
+        small = cv2.resize(np.ascontiguousarray(frame), (tw, th), interpolation=cv2.INTER_AREA)
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 70])
+        if not ok:
+            return None
+        t = float(cell.frame_times[j]) if np.isfinite(cell.frame_times[j]) else cell.t_start
+        return Thumbnail(t_s=t, jpeg=jpeg.tobytes(), width=tw, height=th)
 
     def close(self) -> bool:
-        """Stop decoding (safe while ``pull`` waits); queued cells can still be pulled."""
+        """Stop decoding (safe while ``take`` waits); cells already decoded can still be taken."""
         with self._cv:
             self._closing = True
             src = self._source
             self._cv.notify_all()
         if src is not None:
             try:
-                src.close()
+                src.close(drain=True)
             except Exception:
                 pass
         return True
@@ -233,25 +229,31 @@ def _lower_priority(by: int) -> None:
         pass
 
 
-@dataclass
-class Job:
-    """Consecutive cells of one stream plus the operators' state after the cell before them."""
+def resolve(handles: list) -> list:
+    """The values behind payload or state handles: Ray ``ObjectRef`` objects (fetched from the object
+    store, zero-copy where local) or the local executor's finished futures."""
+    out: list = [None] * len(handles)
+    remote = [i for i, h in enumerate(handles) if not hasattr(h, "result")]
+    for i, h in enumerate(handles):
+        if i not in remote:
+            out[i] = h.result()
+    if remote:
+        import ray
 
-    stream_id: str
-    cells: list
-    state: object = None
-
-
-@dataclass
-class JobResult:
-    stream_id: str
-    observations: list          # one list[Observation] per cell
-    state: object
-    seconds: float = 0.0
+        for i, v in zip(remote, ray.get([handles[i] for i in remote])):
+            out[i] = v
+    return out
 
 
 class OperatorWorker:
-    """Runs a profile's operators on batches of jobs from any streams."""
+    """Runs a profile's operators on batches of jobs from any streams.
+
+    Each stream's state after its last job stays here (under ``Job.key``) and also goes back to the
+    driver as a separate object the driver only holds a handle to: a restarted actor (or another
+    one) resolves that handle and computes exactly what this one would have.
+    """
+
+    MAX_STATES = 64      # streams whose latest state is kept in memory; others resolve their handle
 
     def __init__(self, profile: dict, torch_threads: int = 1):
         import torch
@@ -268,25 +270,53 @@ class OperatorWorker:
 
         # a missing weight file is a user error to report, not a reason to restart the actor
         self.analyzer, self.error = None, None
+        self._states: dict[int, tuple[int, object]] = {}     # key -> (seq of the job that made it, state)
         try:
             self.analyzer = build_analyzer(**profile)
         except Exception as e:
             self.error = redact(f"{type(e).__name__}: {e}" if not str(e) else str(e))
 
-    def describe(self) -> dict:
-        """``{"models": [...]}`` or ``{"error": reason}`` when the profile could not be loaded."""
+    def describe(self) -> Described:
         if self.error:
-            return {"error": self.error}
-        grid = getattr(self.analyzer, "required_grid", None)
-        return {"models": list(self.analyzer.models), "grid": grid}
+            return Described(error=self.error)
+        return Described(models=tuple(self.analyzer.models), grid=getattr(self.analyzer, "required_grid", None))
 
     def process(self, jobs: list[Job]) -> list[JobResult]:
+        """Jobs whose cells are ``Cell`` objects and whose state is inline; results carry the new state."""
         out = []
         for job in jobs:
             t = time.perf_counter()
             obs, state = self.analyzer(job.cells, job.state)
             out.append(JobResult(job.stream_id, obs, state, time.perf_counter() - t))
         return out
+
+    def run(self, jobs: list[Job]) -> tuple:
+        """Jobs from the driver (cells as :class:`CellMeta` with payload handles, state as a handle):
+        ``(results, state_1, ..., state_n)``, one state per job, so the driver can hold each state's
+        handle without receiving it (call with ``num_returns = 1 + len(jobs)``)."""
+        handles = list({id(m.payload): m.payload for job in jobs for m in job.cells}.values())
+        payloads = dict(zip(map(id, handles), resolve(handles)))
+        results, states = [], []
+        for job in jobs:
+            cells = [m.place(payloads[id(m.payload)][m.slot]) for m in job.cells]
+            t = time.perf_counter()
+            obs, state = self.analyzer(cells, self._state_for(job))
+            self._states.pop(job.key, None)
+            if not job.final:
+                self._states[job.key] = (job.seq, state)
+                while len(self._states) > self.MAX_STATES:
+                    self._states.pop(next(iter(self._states)))
+            results.append(JobResult(job.stream_id, obs, None, time.perf_counter() - t))
+            states.append(state)
+        return (results, *states)
+
+    def _state_for(self, job: Job):
+        if job.state_from == 0 or job.state is None:
+            return None
+        seq, state = self._states.get(job.key, (None, None))
+        if seq == job.state_from:
+            return state
+        return resolve([job.state])[0]
 
     def pid(self) -> int:
         import os
@@ -325,18 +355,16 @@ class SinkWorker:
         self.sink = FanOut(sinks)
         self.delivered = 0
 
-    def ready(self) -> dict:
-        """``{"committed": [input, ...]}``, or ``{"error": reason}`` when a sink could not connect."""
+    def ready(self) -> SinkReady:
+        """The inputs committed in the dataset already, or why a sink could not connect."""
         if self.error:
-            return {"error": self.error}
-        return {"committed": sorted(self.sink.committed_inputs())}
+            return SinkReady(error=self.error)
+        return SinkReady(committed=tuple(sorted(self.sink.committed_inputs())))
 
-    def deliver(self, records: list, commit_key: str | None = None, flush: bool = True) -> dict:
+    def deliver(self, records: list, commit_key: str | None = None, flush: bool = True) -> Delivery:
         """Write ``records`` and flush (unless told not to: live batches between flushes); then
-        commit input ``commit_key`` (a stream id) in every sink.
-
-        Returns ``{"delivered": n, "committed": bool | None, "errors": {...}}``; ``committed`` is
-        False when a sink lost records of that input (a re-run will redo it).
+        commit input ``commit_key`` (a stream id) in every sink. ``committed`` is False when a sink
+        lost records of that input (a re-run will redo it).
         """
         if self.error:
             raise SinkError(self.error)
@@ -346,8 +374,8 @@ class SinkWorker:
             self.sink.flush()
         committed = self.sink.commit_input(commit_key) if commit_key is not None else None
         self.delivered += len(records)
-        return {"delivered": len(records), "committed": committed, "errors": dict(self.sink.errors),
-                "incarnation": self.incarnation}
+        return Delivery(delivered=len(records), committed=committed, errors=dict(self.sink.errors),
+                        incarnation=self.incarnation)
 
     def close(self) -> dict:
         self.sink.close()
@@ -360,10 +388,13 @@ class SinkWorker:
 
 
 def _restarted() -> bool:
-    try:
-        import ray
+    """Whether this process is a Ray actor that Ray restarted (False without Ray: never imports it)."""
+    import sys
 
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    ray = sys.modules.get("ray")
+    try:
+        return bool(ray is not None and ray.is_initialized()
+                    and ray.get_runtime_context().was_current_actor_reconstructed)
     except Exception:  # not in an actor (a test driving the class directly)
         return False
 
@@ -371,15 +402,18 @@ def _restarted() -> bool:
 def remote(cls, *, kind: str, live: bool = False, num_cpus: float = 0.0, num_gpus: float = 0.0, name=None):
     """The Ray actor class for ``cls`` with the restart policy of its role.
 
-    operators / sinks: restarted after a crash and their calls retried (the state they need
-    comes with each call). Live sources: restarted (reopening the stream) but a failed pull
-    is not retried, so the driver sees it and reports a gap. Archive sources: never
-    restarted; a decoder crash fails that input only.
+    operators: restarted after a crash; the driver's scheduler sends the batches the crash lost
+    again (the state they need comes as a handle with each job). Sinks: restarted and their calls
+    retried. Live sources: restarted (reopening the stream) but a failed pull is not retried, so
+    the driver sees it and reports a gap. Archive sources: never restarted; a decoder crash fails
+    that input only.
     """
     import ray
 
     if kind == "source":
         opts = dict(max_restarts=-1 if live else 0, max_task_retries=0, max_concurrency=4)
+    elif kind == "operator":
+        opts = dict(max_restarts=4, max_task_retries=0, max_concurrency=1)
     else:
         opts = dict(max_restarts=4, max_task_retries=4, max_concurrency=1)
     opts.update(num_cpus=num_cpus, num_gpus=num_gpus)

@@ -1,14 +1,53 @@
-"""What the driver keeps per stream and per run: queues, operator state, counters, results."""
+"""What the driver keeps per stream and per run: the stream's lifecycle, queues, counters, results."""
 
 from __future__ import annotations
 
+import enum
 import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from pipeline.grid import Cell
 from pipeline.runtime.builder import RecordBuilder
+from pipeline.runtime.messages import CellMeta
+
+
+class StreamState(enum.Enum):
+    """Where a stream is in its life. Transitions are :data:`TRANSITIONS`; :meth:`StreamRun.move` checks them.
+
+    OPENING      a source actor was asked to open the input; nothing known about it yet
+    RUNNING      the source opened it; cells flow to the operators
+    RESTARTING   live: the source process died; Ray restarts it and the stream resumes after a gap
+    DRAINING     the source has nothing more (end of input, an error, a stop): what was pulled
+                 goes through the operators
+    COMMITTING   every cell is annotated: the last records (and an archive's commit) are with the sinks
+    OK, FAILED   done; FAILED carries the reason in ``result.reason``
+    """
+
+    OPENING = "opening"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    DRAINING = "draining"
+    COMMITTING = "committing"
+    OK = "ok"
+    FAILED = "failed"
+
+
+S = StreamState
+TRANSITIONS: dict[StreamState, frozenset[StreamState]] = {
+    S.OPENING: frozenset({S.RUNNING, S.RESTARTING, S.DRAINING, S.FAILED}),
+    S.RUNNING: frozenset({S.RESTARTING, S.DRAINING, S.FAILED}),
+    S.RESTARTING: frozenset({S.RUNNING, S.DRAINING, S.FAILED}),
+    S.DRAINING: frozenset({S.COMMITTING, S.OK, S.FAILED}),
+    S.COMMITTING: frozenset({S.OK, S.FAILED}),
+    S.OK: frozenset(),
+    S.FAILED: frozenset(),
+}
+del S
+
+
+class IllegalTransition(RuntimeError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -102,34 +141,38 @@ def _short(s: str, n: int = 48) -> str:
 
 
 class StreamRun:
-    """Driver-side state of one stream while it runs."""
+    """Driver-side state of one stream while it runs: its :class:`StreamState` plus what the
+    scheduler (queue, cells with the operators, state handle) and the delivery (held records) need.
+    Cells here are :class:`~pipeline.runtime.messages.CellMeta`: the driver never holds frames."""
 
     def __init__(self, spec: InputSpec, actor, result: InputResult):
         self.spec = spec
         self.actor = actor
         self.result = result
-        self.queue: deque = deque()          # Cell | Gap, in stream order, not yet given to operators
-        self.pull_ref = None                 # the outstanding SourceWorker.pull, if any
-        self.op_cells: list[Cell] = []       # cells with the operators now
-        self.op_state = None                 # operators' state after the last annotated cell
+        self.state = StreamState.OPENING
+        self.history: list[StreamState] = [self.state]
+        self.queue: deque = deque()          # CellMeta | Gap, in stream order, not yet given to operators
+        self.pull_ref = None                 # the outstanding SourceWorker.take, if any
+        self.op_cells: list[CellMeta] = []   # cells with the operators now
+        self.op_state = None                 # handle of the operators' state after the last annotated cell
+        self.state_from = 0                  # the job that made it (0: start of stream or segment)
         self.builder: RecordBuilder | None = None
         self.held: list = []                 # archive: records waiting for the input's commit
-        self.source_done = False
-        self.closing = False
-        self.delivering = False
+        self.closing = False                 # a stop asked the source to end
+        self.delivering = False              # a sink call for this stream is in flight
         self.unflushed = False                     # live: records written to the sinks but not flushed yet
         self.last_flush = time.monotonic()
         self.unacked: list = []                    # records sent since the last successful flush
-        self.finished = False
         self.started = time.monotonic()
         self.oldest_cell_at: float | None = None   # when the oldest queued cell arrived (max wait)
-        self.last_cell: Cell | None = None
-        self.last_seen: Cell | None = None          # the last cell pulled (after any restart shift)
+        self.last_cell: CellMeta | None = None
+        self.last_seen: CellMeta | None = None      # the last cell pulled (after any restart shift)
         self.restart_from: tuple | None = None       # (last_seen, wall time) when the source actor died
         self.t_shift, self.idx_shift, self.seg_shift = 0.0, 0, 0   # move a restarted source's cells
-        self.info: dict | None = None
+        self.info = None                           # SourceInfo, once the source opened the input
         self.facts: dict = {}                      # what the source found in the input (streams dataset)
         self.source_state = "connecting"           # as the source actor last reported it (Pull.source_state)
+        self.thumbnail = None                      # the latest Thumbnail the source sent (live page)
         self.last_media_at: float | None = None    # monotonic time the last cell arrived
         self.fps_window: deque = deque(maxlen=64)  # (monotonic time, frames) for the status line
         self.latencies: deque = deque(maxlen=512)  # cell arrival -> record built, seconds
@@ -142,6 +185,30 @@ class StreamRun:
         self.gen = 0                               # which input of the run the source actor is told it is
         self.reused = False                        # the source actor decoded an earlier file of this run
         self.released = False                      # decoding ended cleanly; the actor went back to the idle pool
+
+    def move(self, to: StreamState) -> None:
+        """Change state; a transition :data:`TRANSITIONS` does not allow raises :class:`IllegalTransition`."""
+        if to is self.state:
+            return
+        if to not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"{self.spec.display or self.spec.url}: {self.state.value} -> {to.value}")
+        self.state = to
+        self.history.append(to)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (StreamState.OK, StreamState.FAILED)
+
+    @finished.setter
+    def finished(self, value: bool) -> None:
+        """``finished = True`` ends the stream where it stands: OK where that is a legal step, else FAILED."""
+        if value and not self.finished:
+            self.move(StreamState.OK if StreamState.OK in TRANSITIONS[self.state] else StreamState.FAILED)
+
+    @property
+    def source_done(self) -> bool:
+        """The source delivers nothing more (it ended, failed, or was stopped)."""
+        return self.state in (StreamState.DRAINING, StreamState.COMMITTING, StreamState.OK, StreamState.FAILED)
 
     def liveness(self, now: float, stall_s: float = 5.0) -> str:
         """``connecting`` (opening, nothing arrived yet), ``running``, ``reconnecting`` (the source lost
@@ -161,7 +228,7 @@ class StreamRun:
 
     @property
     def queued_cells(self) -> int:
-        return sum(1 for it in self.queue if isinstance(it, Cell))
+        return sum(1 for it in self.queue if isinstance(it, CellMeta))
 
     @property
     def idle(self) -> bool:
