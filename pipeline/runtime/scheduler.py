@@ -228,7 +228,7 @@ class Scheduler:
                 waiting = waiting or not r.source_done
                 continue
             blocked = n < len(r.queue) or r.source_done or r.closing or self.stopping
-            aged = r.oldest_cell_at is not None and now - r.oldest_cell_at >= p.max_wait_s
+            aged = r.oldest_cell_at is not None and now - r.oldest_cell_at >= p.max_wait_s - 1e-9
             if n >= p.chunk_cells or blocked or (self.live and aged):
                 ready.append((r, n))
             else:
@@ -239,7 +239,7 @@ class Scheduler:
         oldest = min(r.oldest_cell_at if r.oldest_cell_at is not None else now for r, _ in ready)
         # batch across streams: a small batch waits up to max_wait_s for other streams' cells, but
         # only while this actor is busy anyway (an idle actor takes what is ready at once)
-        if total < p.max_batch and waiting and now - oldest < p.max_wait_s and self.load[idx] > 0:
+        if total < p.max_batch and waiting and now - oldest < p.max_wait_s - 1e-9 and self.load[idx] > 0:
             return None
         batch = Batch(id=next(self._batch_ids), actor=idx, jobs=[], runs=[], submitted_at=now)
         room = p.max_batch
