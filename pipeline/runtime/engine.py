@@ -247,8 +247,10 @@ class _Loop:
         self.sink_incarnation = None
         self.sink_dead: str | None = None     # the sink actor is gone for good: why
         # only a bundle (or a test's analyzer) dictates the grid; otherwise sources start decoding
-        # while the operator actors still load their models (seconds of imports on a small machine)
-        self.grid = self.cfg.grid if self.cfg.profile != "bundle" and engine.analyzer is None else None
+        # while the operator actors still load their models (seconds of imports on a small machine).
+        # An analyzer factory that works on the configured grid says so with `keeps_grid = True`
+        keeps = engine.analyzer is None or getattr(engine.analyzer, "keeps_grid", False)
+        self.grid = self.cfg.grid if self.cfg.profile != "bundle" and keeps else None
         if self.grid is None:
             self._operators_ready()
 

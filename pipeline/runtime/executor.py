@@ -26,6 +26,7 @@ import itertools
 import logging
 import os
 import sys
+import tempfile
 import threading
 import traceback
 
@@ -248,8 +249,12 @@ class _ProcessActor:
         self._dead: str | None = None
         ours, theirs = socket.socketpair()
         env = {**os.environ, "AVGRID_CHILD_PATH": json.dumps([p for p in sys.path if p])}
+        # what the child prints (FFmpeg, a decoder's traceback) stays out of the terminal, as Ray keeps
+        # its workers' output in log files; `avgrid -v` shows it, and a child that dies says its last line
+        verbose = logging.getLogger("avgrid").isEnabledFor(logging.INFO)
+        self._stderr = None if verbose else tempfile.TemporaryFile()
         self.proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                                     env=env, stdin=subprocess.DEVNULL)
+                                     env=env, stdin=subprocess.DEVNULL, stderr=self._stderr)
         theirs.close()
         self._conn = Connection(ours.detach())
         self._conn.send((cls, args, kwargs))
@@ -279,8 +284,21 @@ class _ProcessActor:
             code = self.proc.wait(2.0)
         except Exception:
             code = None
-        self._die(f"process {self.proc.pid} exited" + (f" with signal {-code}" if code is not None and code < 0
-                                                        else f" with status {code}" if code else ""))
+        why = f"process {self.proc.pid} exited" + (f" with signal {-code}" if code is not None and code < 0
+                                                   else f" with status {code}" if code else "")
+        last = self._last_words()
+        self._die(f"{why}: {last}" if last else why)
+
+    def _last_words(self) -> str:
+        if self._stderr is None:
+            return ""
+        try:
+            self._stderr.seek(0, os.SEEK_END)
+            self._stderr.seek(max(0, self._stderr.tell() - 4096))
+            lines = [ln for ln in self._stderr.read().decode(errors="replace").splitlines() if ln.strip()]
+        except (OSError, ValueError):
+            return ""
+        return redact(lines[-1].strip()) if lines else ""
 
     def _die(self, why: str) -> None:
         with self._lock:
@@ -322,6 +340,8 @@ class _ProcessActor:
         except Exception:
             self.proc.kill()
             self.proc.wait()
+        if self._stderr is not None:
+            self._stderr.close()
 
 
 class LocalExecutor(Executor):
