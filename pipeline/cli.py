@@ -1,4 +1,4 @@
-"""The ``avgrid`` command (see DESIGN.md, "CLI (CONTRACT)").
+"""The ``avgrid`` command.
 
     avgrid annotate INPUT... [--out DIR] [--kafka HOST:PORT] [--kafka-prefix P] [--config FILE] [--profile NAME]
     avgrid run SOURCE...     [--out DIR] [--kafka HOST:PORT] [--kafka-prefix P] [--duration SECONDS] [--config FILE]

@@ -1,5 +1,7 @@
-"""The Ray runtime: source actors (decode + grid), an operator pool batching across streams,
-a record builder merging cells into segments, and sink actors. One engine for archives and live.
+"""The runtime: source actors (decode + grid), an operator pool batching across streams, a record
+builder merging cells into segments, and a sink actor; a plain-Python scheduler decides on cell
+metadata while the cells' arrays go from source to operator actors by reference. The actors run
+on Ray, or, for small archive runs, on the local executor (no Ray). One engine for archives and live.
 
     from pipeline.config import load_config
     from pipeline.runtime import Engine
