@@ -245,6 +245,12 @@ def resolve(handles: list) -> list:
     return out
 
 
+def _key(handle):
+    """The same object for the same payload: a Ray ObjectRef arrives as one copy per cell naming it."""
+    binary = getattr(handle, "binary", None)
+    return binary() if callable(binary) else id(handle)
+
+
 class OperatorWorker:
     """Runs a profile's operators on batches of jobs from any streams.
 
@@ -294,11 +300,11 @@ class OperatorWorker:
         """Jobs from the driver (cells as :class:`CellMeta` with payload handles, state as a handle):
         ``(results, state_1, ..., state_n)``, one state per job, so the driver can hold each state's
         handle without receiving it (call with ``num_returns = 1 + len(jobs)``)."""
-        handles = list({id(m.payload): m.payload for job in jobs for m in job.cells}.values())
-        payloads = dict(zip(map(id, handles), resolve(handles)))
+        handles = list({_key(m.payload): m.payload for job in jobs for m in job.cells}.values())
+        payloads = dict(zip(map(_key, handles), resolve(handles)))
         results, states = [], []
         for job in jobs:
-            cells = [m.place(payloads[id(m.payload)][m.slot]) for m in job.cells]
+            cells = [m.place(payloads[_key(m.payload)][m.slot]) for m in job.cells]
             t = time.perf_counter()
             obs, state = self.analyzer(cells, self._state_for(job))
             self._states.pop(job.key, None)

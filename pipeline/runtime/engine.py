@@ -413,6 +413,10 @@ class _Loop:
         self.stopping_at = now
         self.sched.stopping = True
         for r in self.runs:
+            if self.live and not r.finished and r.info is None and not r.result.cells:
+                # still opening: nothing of it can be drained, so it ends now, not at the open's timeout
+                self._fail(r, "stopped before any media arrived (the stream was still opening)")
+                continue
             if not r.finished and not r.closing:
                 r.closing = True
                 if not r.released:       # a released process may be decoding another input by now

@@ -108,7 +108,6 @@ class Pull:
     dropped_cells: int = 0
     reconnects: int = 0
     queue_depth: int = 0
-    decode_s: float = 0.0
     facts: dict | None = None       # the input's codecs, size, rates, t0 and media origin (once known)
     source_state: str = "connecting"   # connecting (opening the input), reading, reconnecting, ended
     thumbnail: Thumbnail | None = None
