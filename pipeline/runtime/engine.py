@@ -54,6 +54,7 @@ log = logging.getLogger("avgrid.runtime")
 GAP_MODEL = "avgrid-runtime/1 gap"   # the record's model says why: "avgrid-runtime/1 gap: reconnect"
 ARCHIVE_DECODE_NICE = 4   # archives: decoding runs this much nicer than the operators (Ray workers: 15)
 LIVE_FLUSH_S = 5.0        # live: sinks flush (Kafka acks, Parquet files) at least this often
+OPERATOR_BACK_S = 120.0   # an operator actor that died is asked this long whether Ray restarted it
 
 
 class Observer:
@@ -235,6 +236,7 @@ class _Loop:
         self.sink = ex.actor(actors.SinkWorker, "sink", (self.cfg.out, engine.run_id, kafka),
                              name=f"avgrid-{tag}-sink" if tag else None)
         self.idle_sources: list = []      # archive: source actors whose last file ended cleanly
+        self.probes: dict[int, tuple[float, float]] = {}   # operator actor -> (down since, next probe at)
         self.gen = 0                      # inputs started so far; names each one to its source actor
         self.describing = [ex.call(a, "describe") for a in self.pool]
         try:
@@ -320,6 +322,7 @@ class _Loop:
         """A stream ends (OK or FAILED): its row in ``streams``, its source process let go."""
         run.move(state)
         run.queue.clear()
+        run.op_state = None          # let go of the operators' last state (a handle, but it pins the object)
         run.result.wall_s = time.monotonic() - run.started
         if not self.sink_dead:
             self._stream_row(run.result, (run.info.source if run.info else None) or run.spec.display or run.spec.url,
@@ -369,6 +372,7 @@ class _Loop:
                 if not r.finished:
                     self._maybe_pull(r)
             if not self.describing:      # the operators are loaded (and did not fail to)
+                self._probe_operators(now)
                 self._dispatch([r for r in active if not r.finished], now)
             if now - last_tick >= 0.5:
                 last_tick = now
@@ -535,9 +539,13 @@ class _Loop:
                 self._fail(r, f"operators failed: {e}")
             return
         except ActorDied:
-            # the actor's process died with the batch: the scheduler sends it again, as it was
+            # the actor's process died with the batch: the scheduler sends it again, as it was, once
+            # an actor answers (Ray restarts this one; asking it tells when it is back)
+            log.info("operator actor %d died with a batch of %d cells (attempt %d); it goes again once an "
+                     "actor answers", batch.actor, sum(len(c) for c in batch.cells), batch.attempt)
             for r in self.sched.lost(batch):
                 self._fail(r, "operator process kept dying on this input")
+            self.probes.setdefault(batch.actor, (time.monotonic(), 0.0))
             return
         for done in self.sched.completed(batch, results, states):
             r = done.run
@@ -545,6 +553,33 @@ class _Loop:
                 span = CellSpan(cell.index, cell.t_start, cell.t_end, cell.segment, cell.wall_start)
                 self._emit(r, r.builder.add(span, obs))
             self.e._notify("cells_annotated", r, done.cells, done.seconds)
+
+    def _probe_operators(self, now: float) -> None:
+        """Ask each operator actor that lost a call whether it is back (one question in flight each)."""
+        for idx, (since, at) in list(self.probes.items()):
+            if at is not None and now >= at:
+                self.probes[idx] = (since, None)
+                self._call("probe", self.ex.call(self.pool[idx], "pid"), self._on_probe, idx)
+
+    def _on_probe(self, fut, idx: int) -> None:
+        since, _ = self.probes[idx]
+        try:
+            self.ex.get(fut)
+        except (ActorDied, CallFailed):
+            now = time.monotonic()
+            if now - since < OPERATOR_BACK_S:
+                self.probes[idx] = (since, now + 0.25)      # still restarting: ask again shortly
+                return
+            del self.probes[idx]
+            self.sched.actor_gone(idx)
+            if not self.sched.actors_left:
+                for r in self.runs:
+                    if not r.finished:
+                        self._fail(r, "operator processes died and were not restarted")
+            return
+        log.info("operator actor %d answers again after %.1f s", idx, time.monotonic() - since)
+        del self.probes[idx]
+        self.sched.actor_up(idx)
 
     # records and sinks ---------------------------------------------------------------------
     def _emit(self, r: StreamRun, drafts: list[Draft]) -> None:

@@ -13,7 +13,9 @@ handles it never opens) and keeps the bookkeeping that goes with the decisions:
   the chosen actor is busy anyway; each actor has at most ``calls_per_actor`` calls in flight;
   one job per stream is in flight at a time, so a stream's cells stay in order;
 - restarts: a batch lost with its actor's process is sent again, exactly as it was (same cells,
-  same state handles), up to ``max_resends`` times.
+  same state handles), up to ``max_resends`` times; an actor that lost one takes no call until
+  the driver has seen it answer again (:meth:`actor_up`), so the re-send waits for Ray to restart
+  it (or goes to another actor) instead of failing against a process that is still starting.
 
 Time comes from ``clock`` (monotonic seconds) and ``wall_clock`` (epoch seconds), so tests drive
 it with fake ones; the driver turns its :class:`Batch` objects into executor calls.
@@ -86,6 +88,8 @@ class Scheduler:
         self.max_inflight, self.readahead_cells = max(1, max_inflight), readahead_cells
         self.clock, self.wall_clock = clock, wall_clock
         self.load = [0] * max(1, n_actors)        # calls in flight per actor
+        self.down: set[int] = set()               # actors that died with a call; back once they answer
+        self.gone: set[int] = set()               # actors that never came back
         self.resends: deque[Batch] = deque()      # lost with their actor: to be sent again
         self.stopping = False                     # a stop was asked: streams are not waited for
         self.first_media_at: float | None = None  # when the first cell of any stream arrived
@@ -197,8 +201,26 @@ class Scheduler:
         return n
 
     def _free_actor(self) -> int | None:
-        idx = min(range(len(self.load)), key=lambda i: self.load[i])
+        up = [i for i in range(len(self.load)) if i not in self.down and i not in self.gone]
+        if not up:
+            return None
+        idx = min(up, key=lambda i: self.load[i])
         return None if self.load[idx] >= self.policy.calls_per_actor else idx
+
+    def actor_up(self, idx: int) -> None:
+        """Actor ``idx`` answered again after losing a call (Ray restarted its process)."""
+        self.down.discard(idx)
+
+    def actor_gone(self, idx: int) -> None:
+        """Actor ``idx`` did not come back; what it lost goes to the others (see :attr:`actors_left`)."""
+        self.down.discard(idx)
+        self.gone.add(idx)
+        if not self.actors_left:
+            self.resends.clear()
+
+    @property
+    def actors_left(self) -> int:
+        return len(self.load) - len(self.gone)
 
     def next_batch(self, runs: list[StreamRun], now: float | None = None) -> Batch | None:
         """The next operator call to make, or None (nothing ready, every actor busy, or worth waiting)."""
@@ -284,9 +306,12 @@ class Scheduler:
         return out
 
     def lost(self, batch: Batch) -> list[StreamRun]:
-        """The batch's actor died with it: it is sent again as it was. Returns the streams to fail
-        when it was sent ``1 + max_resends`` times already."""
+        """The batch's actor died with it: it is sent again as it was, once an actor answers (the
+        driver probes this one: :meth:`actor_up`). Returns the streams to fail when it was sent
+        ``1 + max_resends`` times already."""
         self.load[batch.actor] -= 1
+        if batch.actor not in self.gone:
+            self.down.add(batch.actor)
         batch.attempt += 1
         if batch.attempt > 1 + self.policy.max_resends:
             for r in batch.runs:

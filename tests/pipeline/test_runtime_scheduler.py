@@ -152,15 +152,21 @@ def test_a_batch_lost_with_its_actor_is_sent_again_exactly_as_it_was():
     assert (lost.actor, other.actor) == (0, 1)
     sent = [(j.stream_id, [m.index for m in j.cells], j.state, j.state_from, j.seq) for j in lost.jobs]
     assert sent == [("a", [2, 3], "state-after-1", 1, 4), ("b", [2, 3], "state-after-2", 2, 5)]
-    assert sched.lost(lost) == []                # actor 0 died with it: nothing fails, it goes again
+    assert sched.lost(lost) == []                # actor 0 died with it: nothing fails, it goes again ...
     again = sched.next_batch([a, b, c])
-    assert again is lost and again.attempt == 2 and again.actor == 0
+    assert again is lost and again.attempt == 2 and again.actor == 1       # ... to the actor that is up
     assert [(j.stream_id, [m.index for m in j.cells], j.state, j.state_from, j.seq) for j in again.jobs] == sent
     assert a.op_cells == lost.jobs[0].cells      # still in flight: nothing was dropped or duplicated
     done, states = results_for(other)            # the other actor's batch is unaffected
     assert [x.run for x in sched.completed(other, done, states)] == [c]
-    assert sched.lost(again) == [] and sched.next_batch([a, b, c]).attempt == 3
-    assert sched.lost(again) == [a, b]           # sent 1 + max_resends times: those streams fail
+    assert sched.lost(again) == []               # actor 1 died too: no actor is up, nothing is sent
+    assert sched.next_batch([a, b, c]) is None
+    sched.actor_up(0)                            # the driver saw actor 0 answer: Ray restarted it
+    third = sched.next_batch([a, b, c])
+    assert third is lost and (third.attempt, third.actor) == (3, 0)
+    assert sched.lost(third) == [a, b]           # sent 1 + max_resends times: those streams fail
+    sched.actor_up(0)
+    sched.actor_up(1)
     assert sched.next_batch([a, b, c]) is None and sched.load == [0, 0]
 
 
