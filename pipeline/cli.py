@@ -3,6 +3,7 @@
     avgrid annotate INPUT... [--out DIR] [--kafka HOST:PORT] [--kafka-prefix P] [--config FILE] [--profile NAME]
     avgrid run SOURCE...     [--out DIR] [--kafka HOST:PORT] [--kafka-prefix P] [--duration SECONDS] [--config FILE]
     avgrid inspect DIR
+    avgrid report DIR [--out FILE.html] [--stream ID]
     avgrid train --data DIR --out BUNDLE
     avgrid eval --bundle BUNDLE --data DIR
     avgrid bench NAME
@@ -107,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "time coverage, top labels, files and schema versions of an avgrid Parquet dataset.")
     p.add_argument("dir", metavar="DIR", help="the --out directory of a run")
 
+    p = sub.add_parser("report", help="write a self-contained HTML timeline of a dataset",
+                       description="One HTML file (no network needed to view it): per stream a timeline with "
+                       "thumbnails and the audio level from the source, one lane per record kind, people counted "
+                       "over time, the transcript and the summary of its runs.")
+    p.add_argument("dir", metavar="DIR", help="the --out directory of a run")
+    p.add_argument("--out", metavar="FILE.html", help="where to write it (default: DIR/report.html)")
+    p.add_argument("--stream", metavar="ID", help="only this stream (its stream_id)")
+    p.add_argument("--no-media", dest="media", action="store_false",
+                   help="do not open the sources for thumbnails and audio levels")
+
     # train / eval are pipeline.train's own command line (see `avgrid train --help`)
     sub.add_parser("train", help="train a fusion bundle from labelled clips: --data DIR --out BUNDLE",
                    add_help=False)
@@ -182,6 +193,17 @@ def _inspect(args) -> int:
     return EXIT_OK
 
 
+def _report(args) -> int:
+    from pipeline.report import write_report
+
+    try:
+        path, size = write_report(args.dir, args.out, stream=args.stream, media=args.media)
+    except OSError as e:
+        raise ConfigError(f"report: cannot write {args.out or args.dir}: {e.strerror or e}") from None
+    print(f"{path} ({size / 1e6:.2f} MB)")
+    return EXIT_OK
+
+
 def _models(args) -> int:
     from operators.registry import describe_all
 
@@ -233,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             # password and TLS files are read now: a missing one is a usage error before Ray starts
             kafka_sink_config(cfg, run_id="check", live=args.command == "run")
             return (_annotate if args.command == "annotate" else _run)(args, cfg)
-        return {"inspect": _inspect, "models": _models, "bench": _bench}[args.command](args)
+        return {"inspect": _inspect, "report": _report, "models": _models, "bench": _bench}[args.command](args)
     except ConfigError as e:
         print(f"avgrid: error: {e}", file=sys.stderr)
         return EXIT_USAGE
