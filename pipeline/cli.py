@@ -33,6 +33,8 @@ _SHOWN = {"progress": "on when stderr is a terminal", "operator_actors": "one pe
 # options that only make sense for one command
 _ONLY = {"duration": "run", "status_interval_s": "run", "concurrency": "annotate", "readahead_cells": "annotate",
          "media_origin": "annotate"}
+_SHOWN["dashboard_port"] = "off"
+_ONLY["dashboard_port"] = "run"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,6 +84,7 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
                    "kafka_security_protocol": "PROTOCOL", "kafka_sasl_mechanism": "MECHANISM",
                    "kafka_sasl_username": "USER", "kafka_compression": "CODEC", "media_origin": "ISO8601"}.get(f.name)
         metavar = metavar or ("FILE" if f.name.endswith(("file", "_cafile")) else None)
+        metavar = metavar or ("PORT" if f.name.endswith("_port") else None)
         g.add_argument(flag, dest=f.name, type=typ, default=None, metavar=metavar, help=help_)
 
 
@@ -173,6 +176,13 @@ def _run(args, cfg: Config) -> int:
         from pipeline.metrics import serve
 
         observers.append(serve(cfg.metrics_port, cfg.metrics_host))
+    dashboard = None
+    if cfg.dashboard_port:        # bound before Ray starts: a taken port is a usage error at once
+        from pipeline.dashboard import serve_dashboard
+
+        dashboard = serve_dashboard(cfg.dashboard_port, hop_s=cfg.hop_s)
+        observers.append(dashboard)
+        print(f"avgrid: live page on {dashboard.url}", file=sys.stderr, flush=True)
     # Ray installs its own SIGTERM handler when it starts (it would kill the driver): start Ray
     # first, then take the signals over for the duration of the run
     with ray_session(cfg.ray_address, cfg.num_cpus):
@@ -182,6 +192,8 @@ def _run(args, cfg: Config) -> int:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            if dashboard is not None:
+                dashboard.close()
     print(summary.table(), flush=True)
     return summary.exit_code
 

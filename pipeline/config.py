@@ -67,6 +67,7 @@ class Config:
     ray_address: str | None = None
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    dashboard_port: int | None = None
     duration: float | None = None
     hop_s: float = 1.0
     fps: float = 4.0
@@ -120,6 +121,8 @@ HELP: dict[str, str] = {
     "ray_address": "join an existing Ray cluster (HOST:PORT) instead of starting a local one on 127.0.0.1",
     "metrics_port": "serve Prometheus metrics on 127.0.0.1:PORT (cells/s, stage latency, queues, drops, sink lag)",
     "metrics_host": "address the metrics endpoint binds to (0.0.0.0 exposes it, e.g. to a Prometheus in Kubernetes)",
+    "dashboard_port": "avgrid run: serve a live page on http://127.0.0.1:PORT/ (each stream's state, fps, lag, "
+                      "drops, reconnects, latest picture and records)",
     "duration": "avgrid run: stop this many seconds after the first media arrives",
     "hop_s": "grid cell length in media seconds",
     "fps": "frames sampled per media second",

@@ -44,6 +44,7 @@ class Observer:
     def stream_started(self, run: StreamRun) -> None: ...
     def cells_annotated(self, run: StreamRun, cells: list[Cell], seconds: float) -> None: ...
     def stream_finished(self, run: StreamRun) -> None: ...
+    def records_built(self, run: StreamRun, records: list) -> None: ...   # as built, before any sink has them
     def records_delivered(self, n: int, lag_s: float) -> None: ...
     def tick(self, runs: list[StreamRun]) -> None: ...
 
@@ -563,11 +564,15 @@ class _Loop:
         from pipeline.records import RECORD_TYPES
 
         source = (r.info or {}).get("source") or r.spec.display
+        built = []
         for d in drafts:
             rec = RECORD_TYPES[d.kind].make(stream_id=d.stream_id, source=source, run_id=self.e.run_id,
                                             **d.record_kwargs())
             r.held.append(rec)
             r.result.records[d.kind] += 1
+            built.append(rec)
+        if built:
+            self.e._notify("records_built", r, built)
 
     def _advance(self, r: StreamRun) -> None:
         """Gaps at the head of the queue, live deliveries, and the end of a stream."""
