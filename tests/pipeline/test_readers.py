@@ -13,7 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
+import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -40,13 +43,13 @@ def run(tmp_path_factory, ray_local, kafka):
     clip = d / "street.mp4"
     # ground truth: a flash at 2.0 s (0.3 s long), a hard cut at 3.0 s, clicks at 2.0 and 4.5 s; no speech
     make_media(clip, MediaSpec(duration_s=6.0, flashes=(2.0,), cuts=(3.0,), clicks=(2.0, 4.5)))
-    out = d / "out"
+    out = d / "avgrid-out"              # the README's blocks read ./avgrid-out
     prefix = f"readers-{uuid.uuid4().hex[:8]}"
     assert main(["annotate", str(clip), "--out", str(out), "--kafka", kafka, "--kafka-prefix", prefix,
                  "--media-origin", ORIGIN.isoformat(), "--no-progress"]) == 0
     # the reference every reader is compared with: pyarrow.dataset, as the README shows it
     ref = {k: ds.dataset(out / k, partitioning="hive").to_table() for k in ALL}
-    return {"out": out, "prefix": prefix, "clip": str(clip), "ref": ref,
+    return {"out": out, "dir": d, "prefix": prefix, "clip": str(clip), "ref": ref,
             "ids": {k: sorted(_ids(ref[k], k)) for k in ALL}}
 
 
@@ -236,3 +239,120 @@ def test_console_consumer_usage_error():
     res = subprocess.run([str(REPO / "deploy" / "kafka" / "kafka.sh"), "consume"], capture_output=True, text=True,
                          timeout=30)
     assert res.returncode == 2 and "usage:" in res.stderr and "consume TOPIC" in res.stderr
+
+
+# ---- the README's "Records and readers": its schema tables and its code, run as written ----------------
+
+def _readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def _blocks(text: str, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+_DOC_TYPES = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64(),
+              "bool": pa.bool_(), "timestamp (UTC)": pa.timestamp("us", tz="UTC"),
+              "list of struct{`label` string, `score` float64}": arrow_schema("action").field("top_k").type}
+
+
+def _table_rows(section: str, heading: str) -> list[list[str]]:
+    """The rows of the first markdown table after the line ``heading``."""
+    part = section[section.index(heading):]
+    rows, started = [], False
+    for line in part.splitlines()[1:]:
+        if line.startswith("|"):
+            started = True
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not set(cells[0]) <= {"-"} and cells[0] not in ("field", "kind"):
+                rows.append(cells)
+        elif started:
+            break
+    return rows
+
+
+def test_readme_documents_every_field_with_its_type():
+    section = _readme_section("Records and readers")
+    common = {r[0].strip("`"): r[1] for r in _table_rows(section, "Fields every record has")}
+    per_kind: dict[str, dict[str, str]] = {}
+    for kind, name, typ, _ in _table_rows(section, "Per kind:"):
+        per_kind.setdefault(kind, {})[name.strip("`")] = typ
+    streams = {r[0].strip("`"): r[1] for r in _table_rows(section, "The **streams** rows")}
+    for kind in ALL:
+        documented = streams if kind == STREAMS else {**common, **per_kind[kind]}
+        schema = arrow_schema(kind)
+        assert set(documented) == set(schema.names), (kind, set(documented) ^ set(schema.names))
+        for name, typ in documented.items():
+            nullable = typ.endswith(", nullable")
+            assert _DOC_TYPES[typ.removesuffix(", nullable")] == schema.field(name).type, (kind, name, typ)
+            assert not nullable or schema.field(name).nullable, (kind, name)
+
+
+@pytest.fixture(scope="module")
+def with_people(run, tmp_path_factory):
+    """The run's dataset plus a camera's person counts, shaped as the people operator writes them."""
+    from pipeline.records import EventRecord
+    from pipeline.sinks import ParquetSink
+
+    d = tmp_path_factory.mktemp("readme")
+    shutil.copytree(run["out"], d / "avgrid-out")
+    t0 = dt.datetime(2026, 11, 30, 9, 0, 10, tzinfo=UTC)
+    # (media s from, to, people): minute 09:00 sees at most 3, minute 09:01 at most 5, 09:02 at most 1
+    counts = [(10.0, 20.0, 2), (20.0, 30.0, 3), (60.0, 70.0, 5), (70.0, 80.0, 4), (120.0, 125.0, 1)]
+    recs = [EventRecord.make(stream_id="cam-people", source="rtsp://cam-people/live", t_start=a, t_end=b,
+                             wall_start=t0 + dt.timedelta(seconds=a - 10), wall_end=t0 + dt.timedelta(seconds=b - 10),
+                             model="people:hog+bytetrack", operator="people", run_id="people-run", label="person",
+                             modality="visual", score=0.9, count=n) for a, b, n in counts]
+    sink = ParquetSink.open(d / "avgrid-out", run_id="people-run")
+    sink.write(recs)
+    sink.close()
+    return d
+
+
+def _sql(directory, query: str) -> list[tuple]:
+    import duckdb
+
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        return duckdb.connect().sql(query).fetchall()
+    finally:
+        os.chdir(cwd)
+
+
+def test_readme_dashboard_queries_work_as_written(run, with_people):
+    queries = _blocks(_readme_section("Records and readers"), "sql")
+    assert len(queries) == 4
+    per_minute, people, captions, streams = (_sql(with_people, q) for q in queries)
+    # events per minute by label: what pyarrow counts, bucketed by wall_start's minute
+    want: dict = {}
+    events = ds.dataset(with_people / "avgrid-out" / "event", partitioning="hive").to_table().to_pylist()
+    for r in events:
+        key = (r["wall_start"].replace(second=0, microsecond=0), r["label"])
+        want[key] = want.get(key, 0) + 1
+    assert {(m.astimezone(UTC), label): n for m, label, n in per_minute} == want
+    assert ("flash" in {label for _, label, _ in per_minute}) and len(per_minute) >= 4
+    # people over time: the most people counted in each minute
+    assert [(s, m.astimezone(UTC).strftime("%H:%M"), n) for s, m, n in people] == [
+        ("cam-people", "09:00", 3), ("cam-people", "09:01", 5), ("cam-people", "09:02", 1)]
+    # captions over time: every caption, in time order, with its wall clock
+    assert [c[5] for c in captions] == [r["text"] for r in sorted(run["ref"]["caption"].to_pylist(),
+                                                                   key=lambda r: r["t_start"])]
+    assert all(c[1] == ORIGIN + dt.timedelta(seconds=c[2]) for c in captions)
+    assert [(s[0], s[1]) for s in streams] == [(run["clip"], "ok")]
+
+
+def test_readme_python_blocks_run_as_written(run):
+    """Every Python block of the README that reads ./avgrid-out (Spark's too slow here: test_spark covers it)."""
+    blocks = [b for b in _blocks((REPO / "README.md").read_text(), "python") if "avgrid-out" in b]
+    assert len(blocks) >= 3
+    for code in blocks:
+        if "pyspark" in code:
+            continue
+        res = subprocess.run([sys.executable, "-c", code], cwd=run["dir"], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert res.returncode == 0, (code, res.stderr[-2000:])
+        assert res.stdout.strip(), code
