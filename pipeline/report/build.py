@@ -164,7 +164,7 @@ def _stream(sid: str, recs: dict[str, list[dict]], rows: list[dict], intern, *, 
     source = (_latest(rows) or {}).get("source") or next((r["source"] for v in recs.values() for r in v), "")
     out = {"id": sid, "source": source, "t0": t0, "t1": t1, "origin": _origin(recs, summary), "summary": summary,
            "counts": {k: len(recs[k]) for k in KINDS}, "lanes": [_lane(k, recs[k], t0, t1, intern) for k in KINDS],
-           "people": _people(recs["event"]), "transcript": _transcript(recs["caption"]), "thumbs": [],
+           "people": _people(recs["event"], t0, t1), "transcript": _transcript(recs["caption"]), "thumbs": [],
            "audio": None, "notes": []}
     if media:
         path = _media.readable_file(source)
@@ -268,11 +268,20 @@ def _aggregate(recs: list[dict], row_of: list[int], n_rows: int, t0: float, t1: 
     return out
 
 
-def _people(events: list[dict]) -> list[list[float]]:
-    """``[[t_start, t_end, count], ...]`` of ``person`` events that carry a count, in time order."""
-    steps = [[r["t_start"], r["t_end"], int(r["count"])] for r in events
-             if r["label"] == "person" and r.get("count") is not None]
-    return sorted(steps)
+def _people(events: list[dict], t0: float, t1: float) -> list[list[float]]:
+    """``[[t_start, t_end, count], ...]`` of ``person`` events that carry a count, in time order; more than
+    :data:`RAW_RECORDS` of them become :data:`AGG_BINS` steps holding the most counted in each bin."""
+    steps = sorted([r["t_start"], r["t_end"], int(r["count"])] for r in events
+                   if r["label"] == "person" and r.get("count") is not None)
+    if len(steps) <= RAW_RECORDS:
+        return steps
+    dt = (t1 - t0) / AGG_BINS
+    most = np.zeros(AGG_BINS, np.int64)
+    for a, b, n in steps:
+        k0 = min(AGG_BINS - 1, max(0, int((a - t0) / dt)))
+        k1 = min(AGG_BINS - 1, max(k0, int(math.ceil((b - t0) / dt)) - 1))
+        most[k0:k1 + 1] = np.maximum(most[k0:k1 + 1], n)
+    return [[t0 + k * dt, t0 + (k + 1) * dt, int(most[k])] for k in np.flatnonzero(most)]
 
 
 def _transcript(captions: list[dict]) -> list[list]:

@@ -287,7 +287,7 @@
     const p = s.st.people, [y0, y1] = lay.people;
     g.fillStyle = "#f6f7f9"; g.fillRect(lay.x0, y0, lay.x1 - lay.x0, y1 - y0);
     if (!p.length) return;
-    const max = Math.max(1, ...p.map((q) => q[2]));
+    const max = p.reduce((m, q) => Math.max(m, q[2]), 1);
     g.fillStyle = "rgba(194,65,107,.75)";
     for (const [a, b, n] of p) {
       const x0 = X(s, a), x1 = X(s, b);

@@ -224,8 +224,49 @@ def test_two_hour_report_stays_small_and_draws(tmp_path):
     assert np.mean([_inked(img, lay, x, person["y0"], person["y1"]) for x in xs]) > 0.5
 
 
+def test_a_dataset_with_version_1_files_reports_both(real_run, tmp_path):
+    """v1 files (no operator, episode, count, ...) next to the v2 run: every record is drawn, none lost."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.records import V2_FIELDS
+
+    out, clip = real_run
+    mixed = tmp_path / "mixed"
+    shutil.copytree(out, mixed)
+    v2 = pq.read_table([f for f in ds.dataset(mixed / "event").files if "part-empty" not in f][0])
+    v1 = v2.drop_columns([c for c in v2.column_names if c in V2_FIELDS["common"] + V2_FIELDS["event"]])
+    v1 = v1.set_column(v1.schema.get_field_index("schema_version"), "schema_version", pa.array([1] * len(v1),
+                                                                                                pa.int32()))
+    v1 = v1.set_column(v1.schema.get_field_index("stream_id"), "stream_id", pa.array(["old-v1"] * len(v1)))
+    pq.write_table(v1, mixed / "event" / "part-0123456789abcdef-oldrun-000001.parquet")
+    html = tmp_path / "mixed.html"
+    assert main(["report", str(mixed), "--out", str(html), "--no-media"]) == 0
+    with Browser(width=1200, height=800) as b:
+        lays = {x["id"]: x for x in _open(b, html)}
+        _no_network(b, html)
+        counts = b.evaluate("window.__avgrid.streams.map((s) => [s.id, s.st.counts.event])")
+    assert set(lays) == {clip, "old-v1"}
+    assert dict(counts) == {clip: v2.num_rows, "old-v1": v1.num_rows}
+
+
 def test_report_usage_errors(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "not a directory" in err[0] and "no avgrid dataset here" in err[1]
+
+
+def test_dense_people_counts_keep_the_most_per_bin():
+    from pipeline.report import build
+
+    events = [{"label": "person", "t_start": float(k), "t_end": k + 1.0, "count": 1 + k % 4} for k in range(7200)]
+    events[3601]["count"] = 9                        # one busy second in the middle
+    steps = build._people(events, 0.0, 7200.0)
+    assert len(steps) == build.AGG_BINS
+    assert max(n for _, _, n in steps) == 9
+    (busy,) = [s for s in steps if s[2] == 9]
+    assert busy[0] <= 3601.0 < busy[1]
+    assert build._people(events[:10], 0.0, 7200.0) == [[float(k), k + 1.0, 1 + k % 4] for k in range(10)]
