@@ -59,7 +59,8 @@ class Browser:
                 f"--user-data-dir={self._profile}", f"--window-size={self.width},{self.height}",
                 "--remote-debugging-pipe", "about:blank"]
         # the pipes must be descriptors 3 and 4 in chromium: bash moves them there (dash takes one-digit descriptors only)
-        cmd = ["/bin/bash", "-c", f'exec 3<&{to_r} 4>&{from_w} {to_r}<&- {from_w}>&-; exec "$@"', "bash", *args]
+        move = f'exec 3<&{to_r} 4>&{from_w} {to_r}<&- {from_w}>&-; exec "$@"'
+        cmd = ["/bin/bash", "-c", move, "bash", *args]
         self.proc = subprocess.Popen(cmd, pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         os.close(to_r)

@@ -86,25 +86,41 @@ def _jpeg(rgb: np.ndarray) -> str:
 
 
 def _thumbnails(container, t0: float, t1: float, n: int) -> list[tuple[float, str]]:
+    import av
+
     vs = container.streams.video[0]
     vs.thread_type = "AUTO"
     span = max(t1 - t0, 1e-3)
     step = span / n
     keyframes_only = step >= KEYFRAMES_ONLY_SPACING_S
-    if keyframes_only:
-        vs.codec_context.skip_frame = "NONKEY"
+    # key frames alone when they are far apart; else reference frames only (a thumbnail may come from
+    # the next one): a fraction of the decoding, and what is shown is still a real frame
+    vs.codec_context.skip_frame = "NONKEY" if keyframes_only else "NONREF"
     out: list[tuple[float, str]] = []
-    seen: set[float] = set()
+    frames = None                          # the decoder's position: reused while the next time is close
+    last: float | None = None
     for i in range(n):
         want = t0 + (i + 0.5) * step
-        frame = _frame_at(container, vs, want, keyframes_only)
+        if keyframes_only or frames is None or last is None or not last <= want < last + KEYFRAMES_ONLY_SPACING_S:
+            try:
+                container.seek(int(max(want, 0.0) / vs.time_base), stream=vs, backward=True, any_frame=False)
+            except av.FFmpegError:
+                continue
+            frames = _decoded(container, vs)
+        frame = None
+        for f in frames:
+            if f.time is None:
+                continue
+            frame, last = f, float(f.time)
+            if keyframes_only or f.time >= want - 1e-3:
+                break
         if frame is None:
+            frames = None
             continue
-        t = float(frame.time) if frame.time is not None else want
-        if round(t, 3) in seen:            # a long GOP: the same key frame answers several times
+        t = round(float(frame.time), 3)
+        if out and t <= out[-1][0]:        # a long GOP: the same key frame answers several times
             continue
-        seen.add(round(t, 3))
-        out.append((round(t, 3), _jpeg(frame.to_ndarray(format="rgb24"))))
+        out.append((t, _jpeg(frame.to_ndarray(format="rgb24"))))
     return out
 
 
@@ -118,24 +134,6 @@ def _decoded(container, stream):
         except av.FFmpegError:
             continue
         yield from frames
-
-
-def _frame_at(container, vs, t: float, keyframes_only: bool):
-    """The key frame at or before ``t`` (keyframes_only), else the first frame at or after ``t``."""
-    import av
-
-    try:
-        container.seek(int(max(t, 0.0) / vs.time_base), stream=vs, backward=True, any_frame=False)
-    except av.FFmpegError:
-        return None
-    best = None
-    for frame in _decoded(container, vs):
-        if frame.time is None:
-            continue
-        best = frame
-        if keyframes_only or frame.time >= t - 1e-3:
-            break
-    return best
 
 
 def _mean_square(frame) -> np.ndarray:
