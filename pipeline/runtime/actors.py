@@ -326,28 +326,40 @@ class SinkWorker:
         self.delivered = 0
 
     def ready(self) -> dict:
-        """``{"committed": [input, ...]}``, or ``{"error": reason}`` when a sink could not connect."""
+        """``{"committed": [input, ...], "markers": {input: marker}}``, or ``{"error": reason}`` when a
+        sink could not connect."""
         if self.error:
             return {"error": self.error}
-        return {"committed": sorted(self.sink.committed_inputs())}
+        markers = self.sink.commit_markers()
+        return {"committed": sorted(markers), "markers": markers}
 
-    def deliver(self, records: list, commit_key: str | None = None, flush: bool = True) -> dict:
+    def deliver(self, records: list, commit_key: str | None = None, flush: bool = True,
+                commit_meta: dict | None = None) -> dict:
         """Write ``records`` and flush (unless told not to: live batches between flushes); then
-        commit input ``commit_key`` (a stream id) in every sink.
+        commit input ``commit_key`` (a stream id) in every sink, with ``commit_meta`` (its re-run
+        fingerprint) in the commit marker.
 
         Returns ``{"delivered": n, "committed": bool | None, "errors": {...}}``; ``committed`` is
         False when a sink lost records of that input (a re-run will redo it).
         """
         if self.error:
             raise SinkError(self.error)
+        errors_before = {n: len(e) for n, e in self.sink.errors.items()}
         if records:
             self.sink.write(records)
         if flush or commit_key is not None:
             self.sink.flush()
-        committed = self.sink.commit_input(commit_key) if commit_key is not None else None
+        committed = self.sink.commit_input(commit_key, commit_meta) if commit_key is not None else None
         self.delivered += len(records)
+        # the sinks that took these records without a new error (metrics count records per sink)
+        took = [n for n in self.sink.sinks if len(self.sink.errors.get(n, ())) == errors_before.get(n, 0)]
         return {"delivered": len(records), "committed": committed, "errors": dict(self.sink.errors),
-                "incarnation": self.incarnation}
+                "incarnation": self.incarnation, "sinks": took}
+
+    def discard(self) -> bool:
+        """The run ends in a configuration error before anything was committed: leave no output."""
+        self.sink.discard()
+        return True
 
     def close(self) -> dict:
         self.sink.close()
