@@ -84,8 +84,9 @@ class Engine:
                            name=stream_id_for(p) if is_url(p) else None, display=redact(p),
                            media_origin=media_origin_for(self.cfg, p))
                  for p in map(str, paths)]
-        if not specs and not pre:
-            raise ConfigError(f"no inputs found in {', '.join(map(redact, inputs))}")
+        if not specs:       # nothing at all to read: a usage error, before Ray starts and before --out exists
+            raise ConfigError("nothing to annotate: " + ("; ".join(f"{r.input}: {r.reason}" for r in pre)
+                                                         or f"no inputs found in {', '.join(map(redact, inputs))}"))
         return self._execute(specs, pre, live=False)
 
     def run(self, sources: list[str], *, duration: float | None = None,
