@@ -186,7 +186,7 @@ def _observers(args, cfg: Config) -> list:
         from pipeline.preflight import server_error
 
         try:
-            observers.append(serve(cfg.metrics_port, cfg.metrics_host))
+            observers.append(serve(cfg.metrics_port, cfg.metrics_host, hop_s=cfg.hop_s))
         except OSError as e:
             raise server_error("--metrics-port", cfg.metrics_port, cfg.metrics_host, e) from None
     return observers

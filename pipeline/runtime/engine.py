@@ -30,7 +30,7 @@ from pipeline.errors import ConfigError, SinkError
 from pipeline.grid import Cell, Gap
 from pipeline.redact import redact
 from pipeline.runtime.builder import CellSpan, Draft, RecordBuilder
-from pipeline.runtime.state import InputResult, InputSpec, RunSummary, StreamRun
+from pipeline.runtime.state import Delivery, InputResult, InputSpec, RunSummary, StreamRun
 
 log = logging.getLogger("avgrid.runtime")
 GAP_MODEL = "avgrid-runtime/1 gap"   # the record's model says why: "avgrid-runtime/1 gap: reconnect"
@@ -46,6 +46,7 @@ class Observer:
     def cells_annotated(self, run: StreamRun, cells: list[Cell], seconds: float) -> None: ...
     def stream_finished(self, run: StreamRun) -> None: ...
     def records_delivered(self, n: int, lag_s: float) -> None: ...
+    def delivered(self, delivery: Delivery) -> None: ...
     def tick(self, runs: list[StreamRun]) -> None: ...
 
 
@@ -126,7 +127,10 @@ class Engine:
         for o in self.observers:
             fn = getattr(o, hook, None)
             if fn is not None:
-                fn(*args)
+                try:
+                    fn(*args)
+                except Exception:       # a progress bar or a metric must not stop a run
+                    log.exception("observer %s.%s failed", type(o).__name__, hook)
 
 
 class _Loop:
@@ -682,6 +686,7 @@ class _Loop:
         now = _dt.datetime.now(_dt.timezone.utc)
         lag = max([(now - rec.produced_at).total_seconds() for rec in records] or [0.0])
         self.e._notify("records_delivered", len(records), lag)
+        self.e._notify("delivered", Delivery.of(records, out, lag))
         if final and not r.finished:
             self._finish_ok(r)
 

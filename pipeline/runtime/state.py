@@ -22,6 +22,23 @@ class InputSpec:
     media_origin: object = None          # archives: datetime of the first cell given by the user, or None
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One sink call's records as observers see them: counts per kind, the sinks that took them
+    (``ParquetSink``, ``KafkaSink``), those that failed, and the lag from building to acceptance."""
+
+    by_kind: dict
+    sinks: tuple
+    failed_sinks: tuple = ()
+    lag_s: float = 0.0
+
+    @classmethod
+    def of(cls, records: list, out: dict, lag_s: float) -> "Delivery":
+        took = tuple(out.get("sinks") or ())
+        failed = tuple(n for n in (out.get("errors") or {}) if n not in took and out["errors"].get(n))
+        return cls(dict(Counter(r.kind for r in records)), took, failed if records else (), lag_s)
+
+
 @dataclass
 class InputResult:
     """The outcome for one input, as the summary table shows it."""
