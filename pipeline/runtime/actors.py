@@ -38,7 +38,7 @@ class Pull:
     info: dict | None = None
     decoded_cells: int = 0
     dropped_cells: int = 0
-    reconnects: int = 0
+    reconnects: int = 0             # reconnects the source completed (each one a ``reconnect`` gap)
     queue_depth: int = 0
     decode_s: float = 0.0
     facts: dict | None = None       # the input's codecs, size, rates, t0 and media origin (once known)
@@ -194,7 +194,7 @@ class SourceWorker:
             self._cv.notify_all()
             return Pull(items=items, done=self._done and not self._q, error=self._error, info=self._info,
                         decoded_cells=self._decoded, dropped_cells=self._dropped,
-                        reconnects=self._reconnects + int(getattr(self._source, "reconnects", 0) or 0),
+                        reconnects=self._reconnects,     # the reconnect gaps the source emitted
                         queue_depth=self._cells_queued(), decode_s=self._decode_s,
                         facts=dict(getattr(self._source, "facts", None) or {}) or None,
                         source_state="ended" if self._done else
