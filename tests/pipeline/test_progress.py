@@ -62,3 +62,56 @@ def test_the_live_summary_speaks_of_streams():
     assert "realtime" not in text
     archive = RunSummary("r2", [b], wall_s=30.0).table()
     assert "(2.00x realtime)" in archive and "media s" in archive.splitlines()[0]
+
+
+# -- a real outage ------------------------------------------------------------------------------
+
+class _Outage:
+    """Stops the UDP camera once its stream has `after_cells` cells, starts it again `for_s` later."""
+
+    def __init__(self, sender, after_cells: int, for_s: float):
+        import threading
+
+        self.sender, self.after, self.for_s = sender, after_cells, for_s
+        self.thread = threading.Thread(target=self._outage, daemon=True)
+
+    def cells_annotated(self, run, cells, seconds):
+        if run.result.cells >= self.after and self.thread.ident is None:
+            self.thread.start()
+
+    def _outage(self):
+        import time
+
+        self.sender.stop()
+        time.sleep(self.for_s)
+        self.sender.start()
+
+
+def test_a_real_feed_outage_shows_as_stalled_then_running_again(tmp_path, ray_local):
+    import re
+
+    import pytest
+
+    from pipeline.config import load_config
+    from pipeline.runtime import Engine
+    from tests.media import MediaSpec, make_media
+    from tests.servers import have_ffmpeg_cli, udp_ts_sender
+
+    if not have_ffmpeg_cli():
+        pytest.skip("needs the ffmpeg command")
+    ts = make_media(tmp_path / "cam.ts", MediaSpec(duration_s=4.0, width=160, height=120), "ts").path
+    cfg = load_config(overrides={"out": str(tmp_path / "out"), "duration": 24.0})
+    printed = io.StringIO()
+    with udp_ts_sender(ts) as snd:
+        outage = _Outage(snd, after_cells=3, for_s=9.0)
+        summary = Engine(cfg, observers=[StatusLines(0.5, 1.0, file=printed), outage]).run([f"yard={snd.url}"])
+    lines = [ln for ln in printed.getvalue().splitlines() if "yard:" in ln]
+    states = [re.search(r"yard: (\w+)", ln).group(1) for ln in lines]
+    assert outage.thread.ident is not None and summary.exit_code == 0, summary.table()
+    first_stall = states.index("stalled")
+    assert "running" in states[:first_stall] and "running" in states[first_stall:], states
+    quiet = [int(m.group(1)) for ln in lines if (m := re.search(r"no media for (\d+) s", ln))]
+    assert max(quiet) >= 7, quiet                             # it kept saying how long nothing came
+    lags = [float(m.group(1)) for ln in lines if (m := re.search(r"lag (-?[\d.]+) s", ln))]
+    assert lags and min(lags) >= 0.0
+    assert summary.inputs[0].gaps >= 1                        # the outage is a gap in the records too
