@@ -185,7 +185,7 @@ def test_an_unreachable_camera_fails_with_its_password_masked(tmp_path, ray_loca
     captured = capsys.readouterr()
     assert rc == 1
     assert "hunter2" not in captured.out + captured.err
-    failures = [ln for ln in captured.out.splitlines() if ln.startswith("  cam=")]
+    failures = [ln for ln in captured.err.splitlines() if ln.startswith("avgrid: error: cam=")]   # on stderr
     assert failures and "admin:***@127.0.0.1:18698" in failures[0] and "cannot open" in failures[0]
     assert read(tmp_path / "out", "caption")          # the other source still ran
 
@@ -233,6 +233,6 @@ def test_a_source_password_from_the_environment_opens_the_stream_and_stays_hidde
         assert main(["run", source, "--duration", "3", "--out", str(tmp_path / "out2")]) == 1
         failed = capsys.readouterr()
     assert read(out, "caption") and {r["stream_id"] for r in read(out, "caption")} == {"cam"}
-    assert "cannot open" in failed.out
+    assert "cannot open" in failed.err
     for text in (printed.out, printed.err, failed.out, failed.err):
         assert secret not in text
