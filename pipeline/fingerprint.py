@@ -20,9 +20,10 @@ A re-run compares both with what the marker holds (:func:`decide`):
     >>> decide(marker, {"kind": "url", "url": "synthetic:?duration=2"}, lambda: {"fps": 8.0}).reason
     'annotated again: settings changed since run r1 (fps 4.0 -> 8.0)'
 
-The same content and settings: skipped, naming the run that committed it. Anything different, or
-a marker an earlier avgrid wrote without a fingerprint: annotated again, and the commit of the new
-records replaces the old ones. ``--force`` annotates again regardless.
+The same content and settings: skipped, naming the run that committed it. Anything different, a
+destination the committed records never reached (``--kafka`` added since), or a marker an earlier
+avgrid wrote without a fingerprint: annotated again, and the commit of the new records replaces the
+old ones. ``--force`` annotates again regardless.
 """
 
 from __future__ import annotations
@@ -180,9 +181,15 @@ def digest(obj) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def fingerprint(content: dict, settings: dict) -> dict:
+def destinations(cfg) -> list[str]:
+    """Where a run delivers records: ``parquet``, plus ``kafka <bootstrap> <prefix>`` with ``--kafka``."""
+    return ["parquet"] + ([f"kafka {cfg.kafka} {cfg.kafka_prefix}"] if cfg.kafka else [])
+
+
+def fingerprint(content: dict, settings: dict, delivered_to: list[str] = ("parquet",)) -> dict:
     """What a commit marker stores under ``"fingerprint"``."""
-    return {"format": FORMAT, "content": content, "settings": settings, "settings_sha256": digest(settings)}
+    return {"format": FORMAT, "content": content, "settings": settings, "settings_sha256": digest(settings),
+            "delivered_to": list(delivered_to)}
 
 
 # -- the decision --------------------------------------------------------------------------------
@@ -195,11 +202,13 @@ class Decision:
     reason: str = ""
 
 
-def decide(marker: dict | None, content: dict, settings: Callable[[], dict], *, force: bool = False) -> Decision:
+def decide(marker: dict | None, content: dict, settings: Callable[[], dict], *, force: bool = False,
+           delivered_to: list[str] = ("parquet",)) -> Decision:
     """Skip or annotate an input again, given its commit marker (None: never committed).
 
     ``settings`` is called only when the content is unchanged (the caller may have to wait for the
-    operators to know their model ids)."""
+    operators to know their model ids). ``delivered_to``: this run's destinations (:func:`destinations`);
+    one the committed records never reached (a Kafka added since) means annotating again."""
     if not marker:
         return Decision(False)
     run = marker.get("run_id", "?")
@@ -215,6 +224,9 @@ def decide(marker: dict | None, content: dict, settings: Callable[[], dict], *, 
     why = settings_change(fp.get("settings") or {}, settings())
     if why:
         return Decision(False, f"annotated again: settings changed since run {run} ({why})")
+    missing = [d for d in delivered_to if d not in fp.get("delivered_to", ["parquet"])]
+    if missing:
+        return Decision(False, f"annotated again: run {run} did not deliver its records to {', '.join(missing)}")
     when = str(marker.get("committed_at", ""))[:19].replace("T", " ")
     return Decision(True, f"unchanged since run {run}" + (f" (committed {when} UTC)" if when else "")
                     + ": same content and settings; --force annotates it again")

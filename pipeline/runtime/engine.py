@@ -200,7 +200,8 @@ class _Loop:
             # skip only what the same content and settings made (pipeline/fingerprint.py)
             content = fingerprint.content_of(spec.url, full_hash=self.cfg.full_hash)
             marker = self.committed.get(spec.commit_key)
-            decision = fingerprint.decide(marker, content, lambda: self._settings(spec), force=self.cfg.force)
+            decision = fingerprint.decide(marker, content, lambda: self._settings(spec), force=self.cfg.force,
+                                          delivered_to=fingerprint.destinations(self.cfg))
             result.reason = decision.reason
             if decision.reason:
                 log.debug("%s: %s", result.input, decision.reason)
@@ -340,7 +341,8 @@ class _Loop:
                 from pipeline import fingerprint
 
                 d = fingerprint.decide(self.committed[spec.commit_key], fingerprint.content_of(spec.url,
-                                       full_hash=self.cfg.full_hash), lambda: self._settings(spec), force=self.cfg.force)
+                                       full_hash=self.cfg.full_hash), lambda: self._settings(spec), force=self.cfg.force,
+                                       delivered_to=fingerprint.destinations(self.cfg))
                 if d.skip:
                     result.status, result.reason = "skipped", d.reason
             self.results.append(result)
@@ -649,9 +651,9 @@ class _Loop:
             r.unflushed = True
         meta = None
         if commit_key is not None:     # the commit marker keeps what made these records (re-runs compare it)
-            from pipeline.fingerprint import fingerprint
+            from pipeline.fingerprint import destinations, fingerprint
 
-            meta = fingerprint(r.content or {}, self._settings(r.spec))
+            meta = fingerprint(r.content or {}, self._settings(r.spec), destinations(self.cfg))
         ref = self.sink.deliver.remote(records, commit_key, flush or final, meta)
         # until a flush succeeds, a restarted sink actor would have lost them: keep them to resend
         r.unacked.extend(records)

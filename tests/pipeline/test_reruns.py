@@ -199,3 +199,33 @@ def test_a_killed_run_run_again_equals_a_clean_run(tmp_path, ray_local):
         assert got[kind] == want[kind], kind
         assert not got[kind] or max(got[kind].values()) == 1, f"{kind}: duplicates"
     assert not list(out.rglob("*.tmp"))
+
+
+def test_a_destination_the_committed_records_never_reached_means_annotating_again():
+    content = {"kind": "url", "url": "synthetic:?duration=2"}
+    m = {"run_id": "r1", "fingerprint": fingerprint(content, {"fps": 4.0}, ["parquet"])}
+    d = decide(m, content, lambda: {"fps": 4.0}, delivered_to=["parquet", "kafka b:9092 avgrid"])
+    assert not d.skip and "did not deliver its records to kafka b:9092 avgrid" in d.reason
+    m = {"run_id": "r1", "fingerprint": fingerprint(content, {"fps": 4.0}, ["parquet", "kafka b:9092 avgrid"])}
+    assert decide(m, content, lambda: {"fps": 4.0}, delivered_to=["parquet"]).skip       # Parquet has them
+
+
+def test_adding_kafka_to_a_dataset_sends_the_records_there(tmp_path, ray_local, kafka):
+    """Parquet has the input, the broker never got it: the re-run with --kafka annotates it again, and a
+    consumer reads the same record ids the dataset holds."""
+    import uuid
+
+    from kafka import KafkaConsumer
+
+    clip, out = tmp_path / "clip.mp4", tmp_path / "out"
+    make_media(clip, FIRST)
+    assert annotate(out, [clip], "plain").inputs[0].status == "ok"
+    prefix = f"rerun{uuid.uuid4().hex[:8]}"
+    res = annotate(out, [clip], "with-kafka", kafka=kafka, kafka_prefix=prefix).inputs[0]
+    assert res.status == "ok" and f"did not deliver its records to kafka {kafka} {prefix}" in res.reason
+    assert annotate(out, [clip], "again", kafka=kafka, kafka_prefix=prefix).inputs[0].status == "skipped"
+    consumer = KafkaConsumer(f"{prefix}.event", bootstrap_servers=kafka, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000, enable_auto_commit=False)
+    got = {json.loads(m.value)["record_id"] for m in consumer}
+    consumer.close()
+    assert got == {r["record_id"] for r in read_kind(out, "event")} and got
