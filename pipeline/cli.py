@@ -86,7 +86,9 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
                    "ray_address": "HOST:PORT", "metrics_port": "PORT", "metrics_host": "HOST", "duration": "SECONDS",
                    "kafka_security_protocol": "PROTOCOL", "kafka_sasl_mechanism": "MECHANISM",
                    "kafka_sasl_username": "USER", "kafka_compression": "CODEC", "media_origin": "ISO8601"}.get(f.name)
-        metavar = metavar or ("FILE" if f.name.endswith(("file", "_cafile")) else None)
+        metavar = metavar or {"action_model": "MODEL", "action_weights": "FILE", "frame_size": "PIXELS"}.get(f.name)
+        metavar = metavar or ("FILE" if f.name.endswith(("file", "_cafile")) else "SECONDS" if f.name.endswith("_s")
+                              else "MS" if f.name.endswith("_ms") else "N" if typ is int else None)
         short = {"out": ["-o"]}.get(f.name, [])
         g.add_argument(*short, flag, dest=f.name, type=typ, default=None, metavar=metavar, help=help_)
 

@@ -32,7 +32,8 @@ def inspect_dir(out_dir: str | Path) -> dict:
     """
     root = Path(out_dir)
     if not root.is_dir():
-        raise ConfigError(f"{out_dir}: not a directory")
+        raise ConfigError(f"{out_dir}: not a directory (avgrid inspect DIR reads the --out directory of a run; "
+                          f"without DIR, ./avgrid-out)")
     report: dict = {}
     for kind in KINDS:
         path = root / kind
