@@ -82,6 +82,12 @@ def test_the_rerun_matrix(tmp_path, ray_local):
     assert {r["run_id"] for r in every_record(out)} == {"fps8"}          # the old records are gone
     assert marker(out)[1]["run_id"] == "fps8" and marker(out)[1]["fingerprint"]["settings"]["grid"]["fps"] == 8.0
     assert annotate(out, [clip], "fps8-again", fps=8.0).inputs[0].status == "skipped"
+    # inspect names, per input, its latest run and the settings that made the records it holds
+    from pipeline.inspect import format_report, inspect_dir
+
+    text = format_report(inspect_dir(out), out)
+    assert f"{sid}: skipped in run fps8-again: unchanged since run fps8" in text
+    assert "settings: profile offline, grid 1.0 s x 8.0 fps x 224x224 px" in text and "frame-difference(" in text
     # and back to the default is a change again, not a skip of the 8 fps records
     assert annotate(out, [clip], "fps4", fps=4.0).inputs[0].status == "ok"
 
