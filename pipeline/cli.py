@@ -93,6 +93,37 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
         g.add_argument(*short, flag, dest=f.name, type=typ, default=None, metavar=metavar, help=help_)
 
 
+def add_train_arguments(t: argparse.ArgumentParser) -> None:
+    """The options of ``avgrid train`` (:func:`pipeline.train.main` uses them too)."""
+    t.add_argument("--data", required=True, metavar="DIR",
+                   help="labelled data: media clips plus labels.jsonl (see the description above)")
+    t.add_argument("-o", "--out", required=True, metavar="BUNDLE",
+                   help="bundle directory to write (config, weights, labels, preprocessing, sha256)")
+    t.add_argument("--epochs", type=int, default=30, metavar="N",
+                   help="training epochs; the one with the best validation score is kept (default: 30)")
+    t.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the train/validation split and of the initial weights (default: 0)")
+    t.add_argument("--window", type=int, default=8, metavar="CELLS",
+                   help="grid cells the temporal model sees at once (default: 8)")
+    t.add_argument("--features", default="grid-stats-v1+logmel-stats-v1", metavar="SPEC",
+                   help="frozen feature extractors as VIDEO+AUDIO (default: grid-stats-v1+logmel-stats-v1; "
+                        "VIDEO may be encoder:NAME, e.g. encoder:resnet18, which needs that encoder's weights: "
+                        "avgrid models --download NAME)")
+
+
+def add_eval_arguments(e: argparse.ArgumentParser) -> None:
+    """The options of ``avgrid eval``."""
+    e.add_argument("--bundle", required=True, metavar="BUNDLE", help="bundle directory made by avgrid train")
+    e.add_argument("--data", required=True, metavar="DIR", help="labelled clips (media plus labels.jsonl) to score")
+
+
+TRAIN_DESCRIPTION = ("Train a fusion bundle from labelled clips with frozen, cached features. DIR holds media "
+                     "clips and labels.jsonl, one JSON object per line: {\"clip\": \"a.mp4\", \"action\": ..., "
+                     "\"events\": [...], \"sentiment\": ..., \"caption\": ...}, optionally with t_start/t_end "
+                     "(media s) to label a span.")
+EVAL_DESCRIPTION = "Score a bundle on labelled clips: per-head accuracy, macro-F1 and mAP."
+
+
 def version() -> str:
     """The installed distribution's version (the source tree's when not installed)."""
     try:
@@ -150,8 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", nargs="?", default=DEFAULT_OUT,
                    help=f"the --out directory of a run (default: {DEFAULT_OUT})")
 
-    from pipeline.train import EVAL_DESCRIPTION, TRAIN_DESCRIPTION, add_eval_arguments, add_train_arguments
-
     add_train_arguments(command("train", help="train a fusion bundle from labelled clips: --data DIR --out BUNDLE",
                                 description=TRAIN_DESCRIPTION))
     add_eval_arguments(command("eval", help="score a bundle on labelled clips: --bundle BUNDLE --data DIR",
@@ -204,10 +233,11 @@ def _summary(summary) -> int:
 
 def _annotate(args, cfg: Config) -> int:
     from pipeline.preflight import check_run
+
+    check_run(cfg, "annotate")          # before the runtime (and Ray) is even imported
     from pipeline.runtime import Engine
     from pipeline.runtime.progress import ProgressBars
 
-    check_run(cfg, "annotate")
     observers = _observers(args, cfg)
     bars = None
     if not args.quiet and (cfg.progress or (cfg.progress is None and sys.stderr.isatty())):
@@ -222,14 +252,14 @@ def _annotate(args, cfg: Config) -> int:
 
 
 def _run(args, cfg: Config) -> int:
-    from pipeline.runtime import Engine
-    from pipeline.runtime.cluster import ray_session
-    from pipeline.runtime.progress import StatusLines
-
     from pipeline.preflight import check_run, check_sources
 
     check_run(cfg, "run")
     check_sources(args.sources)
+    from pipeline.runtime import Engine
+    from pipeline.runtime.cluster import ray_session
+    from pipeline.runtime.progress import StatusLines
+
     stop = threading.Event()
 
     def on_signal(signum, frame):

@@ -568,39 +568,11 @@ def format_metrics(m: dict) -> str:
     return "\n".join(rows)
 
 
-def add_train_arguments(t: argparse.ArgumentParser) -> None:
-    """The options of ``avgrid train`` (also used by ``avgrid --help``)."""
-    t.add_argument("--data", required=True, metavar="DIR",
-                   help="labelled data: media clips plus labels.jsonl (see the description above)")
-    t.add_argument("-o", "--out", required=True, metavar="BUNDLE",
-                   help="bundle directory to write (config, weights, labels, preprocessing, sha256)")
-    t.add_argument("--epochs", type=int, default=30, metavar="N",
-                   help="training epochs; the one with the best validation score is kept (default: 30)")
-    t.add_argument("--seed", type=int, default=0, metavar="N",
-                   help="seed of the train/validation split and of the initial weights (default: 0)")
-    t.add_argument("--window", type=int, default=8, metavar="CELLS",
-                   help="grid cells the temporal model sees at once (default: 8)")
-    t.add_argument("--features", default="grid-stats-v1+logmel-stats-v1", metavar="SPEC",
-                   help="frozen feature extractors as VIDEO+AUDIO (default: grid-stats-v1+logmel-stats-v1; "
-                        "VIDEO may be encoder:NAME, e.g. encoder:resnet18, which needs that encoder's weights: "
-                        "avgrid models --download NAME)")
-
-
-def add_eval_arguments(e: argparse.ArgumentParser) -> None:
-    """The options of ``avgrid eval``."""
-    e.add_argument("--bundle", required=True, metavar="BUNDLE", help="bundle directory made by avgrid train")
-    e.add_argument("--data", required=True, metavar="DIR", help="labelled clips (media plus labels.jsonl) to score")
-
-
-TRAIN_DESCRIPTION = ("Train a fusion bundle from labelled clips with frozen, cached features. DIR holds media "
-                     "clips and labels.jsonl, one JSON object per line: {\"clip\": \"a.mp4\", \"action\": ..., "
-                     "\"events\": [...], \"sentiment\": ..., \"caption\": ...}, optionally with t_start/t_end "
-                     "(media s) to label a span.")
-EVAL_DESCRIPTION = "Score a bundle on labelled clips: per-head accuracy, macro-F1 and mAP."
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``avgrid train --data DIR --out BUNDLE`` / ``avgrid eval --bundle B --data DIR``."""
+    """``avgrid train --data DIR --out BUNDLE`` / ``avgrid eval --bundle B --data DIR`` (the options are
+    defined in :mod:`pipeline.cli`, which builds ``avgrid --help`` without importing torch)."""
+    from pipeline.cli import EVAL_DESCRIPTION, TRAIN_DESCRIPTION, add_eval_arguments, add_train_arguments
+
     p = argparse.ArgumentParser(prog="avgrid")
     sub = p.add_subparsers(dest="cmd", required=True)
     add_train_arguments(sub.add_parser("train", help="train a fusion bundle from labelled clips",
