@@ -113,20 +113,27 @@ def test_a_source_whose_environment_variable_is_unset_fails_before_ray(tmp_path)
     assert not out.exists()
 
 
-def test_the_standard_profile_without_weights_names_the_flag_and_the_fetch_command(tmp_path, clip):
+def in_process(capsys, *argv) -> subprocess.CompletedProcess:
+    """``avgrid ARGV`` through :func:`main` in this process (checks that end before Ray starts)."""
+    rc = main([str(a) for a in argv])
+    printed = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, rc, printed.out, printed.err)
+
+
+def test_the_standard_profile_without_weights_names_the_flag_and_the_fetch_command(tmp_path, clip, capsys):
     from operators.registry import describe_all
 
     if {r["name"]: r for r in describe_all()}["r2plus1d_18"]["weights_available"]:
         pytest.skip("r2plus1d_18 weights are cached on this machine")
     out = tmp_path / "out"
-    r = run_cli("annotate", clip, "--profile", "standard", "-o", out)
+    r = in_process(capsys, "annotate", clip, "--profile", "standard", "-o", out)
     line = assert_one_line_error(r, "profile standard", "r2plus1d_18", "--action-weights FILE",
                                  "avgrid models --download r2plus1d_18")
     assert "weights=" not in line and "allow_random" not in line          # no Python API wording
     assert not out.exists()
-    r = run_cli("annotate", clip, "--profile", "standard", "--action-weights", tmp_path / "nope.pth", "-o", out)
+    r = in_process(capsys, "annotate", clip, "--profile", "standard", "--action-weights", tmp_path / "nope.pth", "-o", out)
     assert_one_line_error(r, "--action-weights", "nope.pth", "no such file")
-    r = run_cli("annotate", clip, "--bundle", tmp_path / "no-bundle", "-o", out)
+    r = in_process(capsys, "annotate", clip, "--bundle", tmp_path / "no-bundle", "-o", out)
     assert_one_line_error(r, "--bundle", "no such bundle directory")
     assert not out.exists()
 
@@ -248,18 +255,22 @@ def _reachable(host: str) -> bool:
         return False
 
 
-def test_download_without_a_network_route_says_so_in_one_line(tmp_path):
+def test_download_without_a_network_route_says_so_in_one_line(tmp_path, monkeypatch, capsys):
     if _reachable("download.pytorch.org"):
         pytest.skip("this machine can reach download.pytorch.org")
-    r = run_cli("models", "--download", "r2plus1d_18", env={"TORCH_HOME": str(tmp_path)})
-    assert_one_line_error(r, "cannot reach download.pytorch.org", "no network route",
-                          "r2plus1d_18-91a641e6.pth", "--action-weights FILE")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def one_line(argv, *words, rc=2):
+        got = main(argv)
+        printed = capsys.readouterr()
+        assert_one_line_error(subprocess.CompletedProcess(argv, got, printed.out, printed.err), *words, rc=rc)
+
+    one_line(["models", "--download", "r2plus1d_18"], "cannot reach download.pytorch.org", "no network route",
+             "r2plus1d_18-91a641e6.pth", str(tmp_path), "--action-weights FILE")
+    one_line(["models", "--download", "panns_cnn10"], "cannot reach zenodo.org", "Cnn10_mAP=0.380.pth")
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]          # nothing half-downloaded
-    r = run_cli("models", "--download", "panns_cnn10", env={"TORCH_HOME": str(tmp_path)})
-    assert_one_line_error(r, "cannot reach zenodo.org", "Cnn10_mAP=0.380.pth")
-    assert_one_line_error(run_cli("models", "--download", "no_such_model"), "unknown operator 'no_such_model'")
-    r = run_cli("models", "--download", "faces")
-    assert r.returncode == 0 and "nothing to download" in r.stdout
+    one_line(["models", "--download", "no_such_model"], "unknown operator 'no_such_model'")
+    assert main(["models", "--download", "faces"]) == 0 and "nothing to download" in capsys.readouterr().out
 
 
 class _Zenodo(http.server.BaseHTTPRequestHandler):
