@@ -87,6 +87,8 @@ class Config:
     # ((pattern, ISO-8601 time), ...): the capture time of the first cell of the inputs a path or glob
     # matches ("*": every input); wins over the container's creation_time
     media_origin: tuple[tuple[str, str], ...] = ()
+    force: bool = False
+    full_hash: bool = False
 
     @property
     def grid(self) -> GridConfig:
@@ -146,6 +148,11 @@ HELP: dict[str, str] = {
     "media_origin": "avgrid annotate: wall-clock time (ISO 8601 with a zone, e.g. 2026-11-30T08:00:00Z) of each "
                     "input's first cell, so archive records get wall_start/wall_end; wins over the file's "
                     "creation_time. In YAML also per input or glob: {PATH_OR_GLOB: TIME}",
+    "force": "avgrid annotate: annotate every input again, also those committed with the same content and "
+             "settings (their old records are replaced)",
+    "full_hash": "avgrid annotate: identify inputs by the sha256 of their whole content instead of size, "
+                 "modification time and sampled blocks (reads every file once more; a copied or touched file "
+                 "with the same bytes is then still skipped)",
 }
 
 
