@@ -60,7 +60,8 @@ class PeopleConfig:
     searched by HOG (pyramid step ``hog_scale_step``), and so are the boxes the tracks hold (people
     who stopped); the first detection frame of a stream is searched whole at ``first_search_upscale``
     (people standing still from the start never differ from the background); detections with an SVM margin under
-    ``min_margin`` are dropped; overlaps above ``nms_iou`` are merged. A detection's score is
+    ``min_margin`` are dropped, and where nothing moves (under 5% of the box is foreground) those under
+    ``still_min_margin``; overlaps above ``nms_iou`` are merged. A detection's score is
     ``1 - exp(-margin)``.
 
     Detection runs on one detection-view frame every ``detect_every_s`` (the view holds
@@ -87,6 +88,7 @@ class PeopleConfig:
     hog_scale_step: float = 1.2
     hog_stride_px: int = 8
     min_margin: float = 0.3
+    still_min_margin: float = 1.0
     nms_iou: float = 0.4
     track_fps: float = 4.0
     detect_every_s: float = 1.0
@@ -172,16 +174,28 @@ class _Tracker:
         self.bt = _bytetrack_class().__new__(_bytetrack_class())
         self.bt.__dict__.update(d["state"])
 
+    # ByteTrack matches by IoU, and a new track has no velocity yet: a walker crossing the view moves
+    # more than half a body width between frames 0.25 s apart, and lost their track at once. Boxes
+    # are widened (about their centre) for the tracker, and narrowed back on the way out.
+    GROW = np.array([2.0, 1.2], np.float32)
+
     def update(self, boxes_px: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """boxes (N, 4) xyxy pixels, scores (N,) 0..1 -> (tracked boxes (K, 4), ids (K,), scores (K,))."""
         import supervision as sv
 
-        det = sv.Detections(xyxy=boxes_px.reshape(-1, 4).astype(np.float32),
+        det = sv.Detections(xyxy=self._scale(boxes_px.reshape(-1, 4).astype(np.float32), self.GROW),
                             confidence=scores.reshape(-1).astype(np.float32))
         out = self.bt.update_with_detections(det)
         if len(out) == 0:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return out.xyxy.astype(np.float32), out.tracker_id.astype(np.int64), out.confidence.astype(np.float32)
+        return (self._scale(out.xyxy.astype(np.float32), 1 / self.GROW), out.tracker_id.astype(np.int64),
+                out.confidence.astype(np.float32))
+
+    @staticmethod
+    def _scale(b: np.ndarray, by: np.ndarray) -> np.ndarray:
+        c = (b[:, :2] + b[:, 2:]) / 2
+        half = (b[:, 2:] - b[:, :2]) / 2 * by
+        return np.concatenate([c - half, c + half], 1).astype(np.float32)
 
 
 _BT_CLS: list = []
@@ -308,10 +322,27 @@ class PeopleDetector(nn.Module):
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         min_area = self.cfg.min_region_fraction * P * P
         sy, sx = hw[0] / mask.shape[0], hw[1] / mask.shape[1]
-        regs = [(int(stats[k, 4]), stats[k, :4]) for k in range(1, n) if stats[k, 4] >= min_area]
-        regs.sort(key=lambda r: -r[0])
-        return [(int(x * sx), int(y * sy), max(1, int(math.ceil(w * sx))), max(1, int(math.ceil(h * sy))))
-                for _, (x, y, w, h) in regs[:self.cfg.max_regions]]
+        boxes = [[int(x), int(y), int(x + w), int(y + h), int(a)] for x, y, w, h, a in stats[1:] if a >= min_area]
+        # one person often moves in parts (head and shoulders, legs) with a still stretch between:
+        # parts stacked one above the other, close enough, are one region
+        merged = True
+        while merged:
+            merged = False
+            for i in range(len(boxes)):
+                for j in range(i + 1, len(boxes)):
+                    a, b = boxes[i], boxes[j]
+                    overlap_x = min(a[2], b[2]) - max(a[0], b[0])
+                    gap_y = max(a[1], b[1]) - min(a[3], b[3])
+                    if overlap_x >= 0.5 * min(a[2] - a[0], b[2] - b[0]) and gap_y <= 0.5 * max(a[3] - a[1], b[3] - b[1]):
+                        boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]), a[4] + b[4]]
+                        del boxes[j]
+                        merged = True
+                        break
+                if merged:
+                    break
+        boxes.sort(key=lambda r: -r[4])
+        return [(int(x0 * sx), int(y0 * sy), max(1, int(math.ceil((x1 - x0) * sx))), max(1, int(math.ceil((y1 - y0) * sy))))
+                for x0, y0, x1, y1, _ in boxes[:self.cfg.max_regions]]
 
     def crops(self, regions, tracks, st: "PeopleState", hw) -> list[tuple[int, int, int, int, float]]:
         """Where to search: (x0, y0, x1, y1, scale) in detection-view pixels, from moving regions
@@ -326,7 +357,7 @@ class PeopleDetector(nn.Module):
             hp = max(0.7 * h, exp) if exp else h
             cx = x + w / 2
             half = max(w / 2, 0.25 * hp) + 0.4 * hp
-            out.append([cx - half, min(y - 0.25 * hp, y + h - 1.3 * hp), cx + half, y + h + (0.5 if exp else 0.3) * hp, hp])
+            out.append([cx - half, min(y - 0.25 * hp, y + h - 1.3 * hp), cx + half, y + h + 0.5 * hp, hp])
         for (x0, y0, x1, y1) in tracks:
             hp = max(8.0, y1 - y0)
             out.append([x0 - 0.4 * hp, y0 - 0.3 * hp, x1 + 0.4 * hp, y1 + 0.3 * hp, hp])
@@ -377,6 +408,18 @@ class PeopleDetector(nn.Module):
                                 m.tolist(), c.min_margin, c.nms_iou)
         keep = np.sort(np.asarray(keep, int).reshape(-1))
         return b[keep], m[keep]
+
+    @staticmethod
+    def _moving_fraction(mask: np.ndarray, boxes: np.ndarray, hw) -> np.ndarray:
+        """(N,) fraction of each box (detection-view px) that the foreground mask marks as moving."""
+        P = mask.shape
+        sx, sy = P[1] / hw[1], P[0] / hw[0]
+        out = np.zeros(len(boxes), np.float32)
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            m = mask[int(y0 * sy):max(int(y0 * sy) + 1, int(np.ceil(y1 * sy))),
+                     int(x0 * sx):max(int(x0 * sx) + 1, int(np.ceil(x1 * sx)))]
+            out[i] = float((m > 0).mean()) if m.size else 0.0
+        return out
 
     # -- carrying boxes between detections ---------------------------------------------------
     @staticmethod
@@ -496,12 +539,25 @@ class PeopleDetector(nn.Module):
                         crops = self.crops(regions, boxes, st, view.shape[:2])
                     found, margins = (self.detect(view, crops) if crops
                                       else (np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+                    if len(found):
+                        # where nothing moves, only a confident detection counts: a weak one on a post or
+                        # a bollard would otherwise keep a departed person's box alive for ever
+                        moving = self._moving_fraction(fg, found, view.shape[:2])
+                        keep = (moving >= 0.05) | (margins >= c.still_min_margin)
+                        found, margins = found[keep], margins[keep]
                     for b, m in zip(found, margins):
                         st.learn_height(b, float(m))
                     fscores = (1 - np.exp(-margins)).astype(np.float32)
                     det_scores += fscores.tolist()
-                    # a carried box that a fresh detection covers gives way to it
+                    # a carried box that a fresh detection covers gives way to it; one the detector
+                    # missed goes at once at the frame border (they walked out) and lives another
+                    # second at most where nothing moves (HOG finds standing people; it missed a ghost)
                     keep = ~(_iou(boxes, found) > 0.3).any(1) if len(found) else np.ones(len(boxes), bool)
+                    if keep.any():
+                        edge = np.array([self._near_edge(b, view.shape[:2]) for b in boxes])
+                        still = self._moving_fraction(fg, boxes, view.shape[:2]) < 0.05
+                        last_real = np.where(keep & still, np.minimum(last_real, now - c.carry_s + c.hop_s), last_real)
+                        keep &= ~edge
                     boxes = np.concatenate([found, boxes[keep]])
                     bscores = np.concatenate([fscores, bscores[keep]])
                     last_real = np.concatenate([np.full(len(found), now), last_real[keep]])
