@@ -93,9 +93,11 @@ def _observe_people(name, det, res, cells) -> list[list[Observation]]:
 
 
 def zones_for(stream_id: str, zones) -> tuple:
-    """The zones of the first ``(pattern, zones)`` whose stream id or glob matches ``stream_id``."""
+    """The zones of the first ``(pattern, zones)`` whose pattern is ``stream_id``, or a glob matching
+    it or its last path component (a file's stream id is its path: ``cam*`` matches ``/data/cam1.mp4``)."""
+    base = stream_id.rstrip("/").rsplit("/", 1)[-1]
     for pattern, specs in zones:
-        if pattern == stream_id or fnmatch.fnmatchcase(stream_id, pattern):
+        if pattern == stream_id or fnmatch.fnmatchcase(stream_id, pattern) or fnmatch.fnmatchcase(base, pattern):
             return specs
     return ()
 
