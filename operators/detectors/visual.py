@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from torch import nn
 
-from operators.detectors.base import check_visual, empty, frame_pairs, luma, result
+from operators.detectors.base import check_visual, empty, frame_pairs, luma, result, still, still_thumbnail
 from operators.registry import register
 
 
@@ -317,7 +317,8 @@ CAMERA_LABELS = ("static", "pan", "tilt", "zoom")
 
 @dataclass
 class CameraMotionState:
-    prev: np.ndarray | None = None          # (P, P) uint8 grey thumbnail of the last real frame
+    prev: np.ndarray | None = None          # (P, P) uint8 grey thumbnail of the last real frame with motion
+    prev_thumb: np.ndarray | None = None    # its 32x32 still_thumbnail (operators.detectors.base)
     evidence: np.ndarray | None = None      # (4,) smoothed evidence per label (static is 1)
     label: int = 0                          # the previous cell's label
 
@@ -372,14 +373,19 @@ class CameraMotionDetector(nn.Module):
             for f in range(F):
                 if not mask[t, f]:
                     continue
+                thumb = still_thumbnail(frames[t, f])
+                if still(st.prev_thumb, thumb):
+                    pairs += 1          # nothing moved: no need to track corners to know the camera did not
+                    st.prev_thumb = thumb
+                    continue
                 cur = _grey(cv2.resize(frames[t, f], (c.thumbnail_px, c.thumbnail_px),
                                        interpolation=cv2.INTER_AREA), c.thumbnail_px)
-                if st.prev is not None and st.prev.shape == cur.shape:
+                if st.prev_thumb is not None and st.prev is not None and st.prev.shape == cur.shape:
                     pairs += 1
                     m = self.transform(st.prev, cur)
                     if m is not None:
                         total += m
-                st.prev = cur
+                st.prev, st.prev_thumb = cur, thumb
             if not pairs:
                 continue
             per_s = total / (pairs * pair_s)
