@@ -19,7 +19,8 @@ class FacesConfig:
     are scaled down first; faces smaller than ``min_face_px`` (after scaling) are ignored.
 
     ``max_fps``: at most this many evenly spaced frames per second of a cell are searched (faces stay
-    in view for seconds; the cascade costs ~8 ms per 224x224 frame); None searches every real frame.
+    in view for seconds; the cascade costs ~25 ms per 224x224 frame on one core); None searches every
+    real frame.
     When frames are skipped the method says so: ``opencv-haar(<cascade>,<n>/<F> frames)``."""
 
     cascade: str = "haarcascade_frontalface_default.xml"
@@ -27,7 +28,7 @@ class FacesConfig:
     min_neighbors: int = 5
     min_face_px: int = 24
     max_width_px: int = 640
-    max_fps: float | None = 2.0
+    max_fps: float | None = 1.0
     hop_s: float = 1.0
 
 

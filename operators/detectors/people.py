@@ -30,6 +30,7 @@ cells between operator actors so results never depend on which actor ran which c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections import deque
@@ -39,7 +40,7 @@ import cv2
 import numpy as np
 from torch import nn
 
-from operators.detectors.base import as_numpy, check_visual, empty, result
+from operators.detectors.base import DetectorResult, as_numpy, check_visual, empty, result
 from operators.registry import register
 
 ACTIONS = ("walking", "running", "standing")
@@ -128,24 +129,19 @@ class Departure:
 
 
 @dataclass(frozen=True)
-class PeopleResult:
-    """What :class:`PeopleDetector` returns: the detector result plus per-cell tracks.
+class PeopleResult(DetectorResult):
+    """What :class:`PeopleDetector` returns: a detector result (label ``person``; score = mean
+    detection score in the cell; extras ``count`` (T,) most people in one frame) plus per-cell tracks.
 
-    detector  the :class:`~operators.detectors.base.DetectorResult` (label ``person``; score = mean
-              detection score in the cell; extras ``count`` (T,) most people in one frame)
-    tracks    per cell, the :class:`PersonInCell` of every person seen in it (by track id)
-    boxes     per cell, ``(slot, (K, 5) float32)`` for each frame slot the tracker ran on: x0, y0,
-              x1, y1 (0..1) and track id of every tracked person there
+    tracks      per cell, the :class:`PersonInCell` of every person seen in it (by track id)
+    boxes       per cell, ``(slot, (K, 5) float32)`` for each frame slot the tracker ran on: x0, y0,
+                x1, y1 (0..1) and track id of every tracked person there
     departures  tracks that left the view, known now (their last sighting may be in earlier calls)
     """
 
-    detector: object
-    tracks: tuple[tuple[PersonInCell, ...], ...]
-    boxes: tuple[tuple[np.ndarray, ...], ...]
-    departures: tuple[Departure, ...] = ()
-
-    def __getattr__(self, name):          # labels, scores, fired, extras, method, ... of the detector
-        return getattr(self.__dict__["detector"], name)
+    tracks: tuple = ()
+    boxes: tuple = ()
+    departures: tuple = ()
 
 
 def _new_tracker(fps: float, lost_s: float):
@@ -615,7 +611,8 @@ class PeopleDetector(nn.Module):
             boxes_out.append(tuple(cell_boxes))
         st.cells_seen += T
         det = result(self.labels, scores, fired, firsts, self.method, "visual", count=count)
-        return PeopleResult(det, tuple(tracks_out), tuple(boxes_out), tuple(departures)), st
+        return PeopleResult(**{f.name: getattr(det, f.name) for f in dataclasses.fields(det)},
+                            tracks=tuple(tracks_out), boxes=tuple(boxes_out), departures=tuple(departures)), st
 
 
 register("people", family="detector", config_cls=PeopleConfig, builder=PeopleDetector,

@@ -155,5 +155,5 @@ class ZoneCounter(nn.Module):
         return ZonesResult(tuple(occupancy), tuple(crossings), self.method), state
 
 
-register("zones", family="detector", config_cls=ZonesConfig, builder=ZoneCounter,
+register("zones", family="track_analytics", config_cls=ZonesConfig, builder=ZoneCounter,
          description="zone occupancy and line crossings (with direction) of tracked people")

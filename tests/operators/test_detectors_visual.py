@@ -139,8 +139,8 @@ def draw_face(size=160):
 def test_a_face_is_found_and_none_in_blank_frames():
     frames = np.full((3, 2, 240, 320, 3), 128, np.uint8)
     frames[1, 1, 40:200, 100:260] = draw_face(160)
-    res, _ = build("faces")(frames, np.ones((3, 2), bool), np.zeros((3, 16000), np.float32),
-                            np.ones((3, 16000), bool), None)
+    res, _ = build("faces", max_fps=2.0)(frames, np.ones((3, 2), bool), np.zeros((3, 16000), np.float32),
+                                         np.ones((3, 16000), bool), None)
     assert fired_cells(res, "face") == [1]
     assert res.times[1, 0] == 0.5 and res.scores[1, 0] == 0.5 and res.extras["count"].tolist() == [0, 1, 0]
     assert res.method == "opencv-haar(haarcascade_frontalface_default)"
@@ -176,7 +176,7 @@ def test_faces_searched_at_most_max_fps_and_the_method_says_so():
     frames[0, 2, 40:200, 100:260] = draw_face(160)       # a searched slot (0 and 2 at 2 fps)
     frames[1, 1, 40:200, 100:260] = draw_face(160)       # a skipped one
     args = (np.ones((2, 4), bool), np.zeros((2, 16000), np.float32), np.ones((2, 16000), bool), None)
-    res, _ = build("faces")(frames, *args)
+    res, _ = build("faces", max_fps=2.0)(frames, *args)
     assert fired_cells(res, "face") == [0] and res.times[0, 0] == 0.5 and res.scores[0, 0] == 0.5
     assert res.method == "opencv-haar(haarcascade_frontalface_default,2/4 frames)"
     every, _ = build("faces", max_fps=None)(frames, *args)
