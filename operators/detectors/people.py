@@ -329,7 +329,8 @@ class PeopleDetector(nn.Module):
                     a, b = boxes[i], boxes[j]
                     overlap_x = min(a[2], b[2]) - max(a[0], b[0])
                     gap_y = max(a[1], b[1]) - min(a[3], b[3])
-                    if overlap_x >= 0.5 * min(a[2] - a[0], b[2] - b[0]) and gap_y <= 0.5 * max(a[3] - a[1], b[3] - b[1]):
+                    narrower, taller = min(a[2] - a[0], b[2] - b[0]), max(a[3] - a[1], b[3] - b[1])
+                    if overlap_x >= 0.5 * narrower and gap_y <= 0.5 * taller:
                         boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]), a[4] + b[4]]
                         del boxes[j]
                         merged = True
@@ -337,7 +338,7 @@ class PeopleDetector(nn.Module):
                 if merged:
                     break
         boxes.sort(key=lambda r: -r[4])
-        return [(int(x0 * sx), int(y0 * sy), max(1, int(math.ceil((x1 - x0) * sx))), max(1, int(math.ceil((y1 - y0) * sy))))
+        return [(int(x0 * sx), int(y0 * sy), max(1, math.ceil((x1 - x0) * sx)), max(1, math.ceil((y1 - y0) * sy)))
                 for x0, y0, x1, y1, _ in boxes[:self.cfg.max_regions]]
 
     def crops(self, regions, tracks, st: "PeopleState", hw) -> list[tuple[int, int, int, int, float]]:

@@ -45,8 +45,8 @@ class Zone:
             raise ValueError(f"zone {self.name!r}: kind must be polygon or line, got {self.kind!r}")
         need = 3 if self.kind == "polygon" else 2
         if (len(self.points) < need) if self.kind == "polygon" else len(self.points) != 2:
-            raise ValueError(f"zone {self.name!r}: a {self.kind} needs {'at least ' if need == 3 else ''}{need} points, "
-                             f"got {len(self.points)}")
+            least = "at least " if need == 3 else ""
+            raise ValueError(f"zone {self.name!r}: a {self.kind} needs {least}{need} points, got {len(self.points)}")
         for p in self.points:
             if len(p) != 2 or not all(0.0 <= float(v) <= 1.0 for v in p):
                 raise ValueError(f"zone {self.name!r}: point {list(p)} is outside the frame (coordinates are 0..1)")

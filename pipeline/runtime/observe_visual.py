@@ -73,8 +73,9 @@ def _observe_people(name, det, res, cells) -> list[list[Observation]]:
         doing: dict[str, list] = {}
         for p in people:
             if p.entering:
-                out[t].append(Observation("action", "entering", float(p.score), model, top_k=(("entering", float(p.score)),),
-                                          operator=name, subject="person", track_id=int(p.track_id), count=1))
+                out[t].append(Observation("action", "entering", float(p.score), model,
+                                          top_k=(("entering", float(p.score)),), operator=name, subject="person",
+                                          track_id=int(p.track_id), count=1))
             if p.action is None:
                 continue
             doing.setdefault(p.action, []).append(p)
