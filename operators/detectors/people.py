@@ -179,6 +179,9 @@ class _Tracker:
         """boxes (N, 4) xyxy pixels, scores (N,) 0..1 -> (tracked boxes (K, 4), ids (K,), scores (K,))."""
         import supervision as sv
 
+        if not len(boxes_px) and not self.bt.tracked_tracks and not self.bt.lost_tracks:
+            # nobody in view or remembered: nothing to update (an empty street costs no tracking)
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32)
         det = sv.Detections(xyxy=self._scale(boxes_px.reshape(-1, 4).astype(np.float32), self.GROW),
                             confidence=scores.reshape(-1).astype(np.float32))
         out = self.bt.update_with_detections(det)
@@ -309,11 +312,15 @@ class PeopleDetector(nn.Module):
         st.bg_var = st.bg_var + a * (d * d - st.bg_var)
         st.n_bg += 1
         mask = fg.astype(np.uint8) * 255
+        if not fg.any():
+            return mask
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
         return cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=2)
 
     def _regions(self, mask: np.ndarray, hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:
         """Moving regions of ``mask`` as (x, y, w, h) in detection-view pixels, largest first."""
+        if not mask.any():
+            return []
         P = mask.shape[0]
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         min_area = self.cfg.min_region_fraction * P * P
@@ -508,7 +515,8 @@ class PeopleDetector(nn.Module):
                 small = cv2.cvtColor(frames[t, f], cv2.COLOR_RGB2GRAY)
                 fg = self._foreground(st, small, c.hop_s / len(work))
                 d = slot_of.get(f)
-                view = dframes[t, d] if d is not None and dmask[t, d] and now >= st.next_detect_t - 1e-6 else None
+                due = now >= st.next_detect_t - 0.5 * c.hop_s / F      # half a slot: frame times jitter
+                view = dframes[t, d] if d is not None and dmask[t, d] and due else None
                 if view is not None:
                     st.detect_hw = view.shape[:2]
                     st.next_detect_t = now + c.detect_every_s
