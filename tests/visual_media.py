@@ -59,21 +59,28 @@ def street_and_person() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class Walk:
     """A person walking between x positions ``xs`` (fractions of the width, feet at ``feet_y``),
     ``leg_s`` seconds per leg, pausing ``pause_s`` at each turn (also before the first leg and after
-    the last), with ``start_s`` of empty street first."""
+    the last), with ``start_s`` of empty street first. ``gone_s`` > 0: he leaves at the end (is no
+    longer there) and the street stays empty that long."""
 
     xs: tuple[float, ...] = (0.25, 0.8, 0.25, 0.8)
     leg_s: float = 3.5
     pause_s: float = 0.5
     start_s: float = 2.0
     feet_y: float = 0.6
+    gone_s: float = 0.0
+
+    @property
+    def end_s(self) -> float:
+        """When the walk ends (and he leaves, if ``gone_s``)."""
+        return self.start_s + (len(self.xs) - 1) * self.leg_s + len(self.xs) * self.pause_s
 
     @property
     def duration_s(self) -> float:
-        return self.start_s + (len(self.xs) - 1) * self.leg_s + len(self.xs) * self.pause_s
+        return self.end_s + self.gone_s
 
     def feet_at(self, t: float) -> tuple[float, float] | None:
         """Where the feet are at ``t`` (fractions of the frame), None before the person appears."""
-        if t < self.start_s:
+        if t < self.start_s or (self.gone_s and t >= self.end_s):
             return None
         u = t - self.start_s
         for i in range(len(self.xs)):
@@ -111,8 +118,10 @@ def render(walk: Walk, t: float) -> np.ndarray:
         h, w = mask.shape
         x0 = int(round(at[0] * WIDTH - w / 2))
         y0 = int(round(at[1] * HEIGHT - h))
-        region = img[y0:y0 + h, x0:x0 + w]
-        region[mask] = person[mask]
+        # the part inside the frame (he may stand half out of it at a border)
+        a, b = max(0, -x0), min(w, WIDTH - x0)
+        region = img[y0:y0 + h, x0 + a:x0 + b]
+        region[mask[:, a:b]] = person[:, a:b][mask[:, a:b]]
     noise = _noise_bank()
     return np.clip(img.astype(np.int16) + noise[int(round(t * 1000)) % len(noise)], 0, 255).astype(np.uint8)
 

@@ -98,7 +98,7 @@ class PeopleConfig:
     speed_window_s: float = 2.0
     standing_max_hps: float = 0.15
     running_min_hps: float = 1.4
-    edge_fraction: float = 0.03
+    edge_fraction: float = 0.06
     hop_s: float = 1.0
 
 
@@ -374,8 +374,9 @@ class PeopleDetector(nn.Module):
                     break
             else:
                 merged.append(list(r))
-        return [(int(max(0, m[0])), int(max(0, m[1])), int(min(W, m[2])), int(min(H, m[3])),
-                 min(c.max_upscale, c.person_height_px / max(m[4], 8.0))) for m in merged]
+        # not clipped to the frame: detect() pads what lies outside, so a person at the border is found
+        return [(int(m[0]), int(m[1]), int(m[2]), int(m[3]), min(c.max_upscale, c.person_height_px / max(m[4], 8.0)))
+                for m in merged if m[2] > 0 and m[3] > 0 and m[0] < W and m[1] < H]
 
     # -- detection ----------------------------------------------------------------------------
     def detect(self, frame: np.ndarray, crops) -> tuple[np.ndarray, np.ndarray]:
@@ -385,9 +386,13 @@ class PeopleDetector(nn.Module):
         H, W = frame.shape[:2]
         boxes, margins = [], []
         for (x0, y0, x1, y1, s) in crops:
-            crop = frame[y0:y1, x0:x1]
+            crop = frame[max(0, y0):min(H, y1), max(0, x0):min(W, x1)]
             if crop.size == 0:
                 continue
+            out = (max(0, -y0), max(0, y1 - H), max(0, -x0), max(0, x1 - W))      # top, bottom, left, right
+            if any(out):
+                # the part of the crop outside the frame: the edge pixels repeated, so HOG's window fits
+                crop = cv2.copyMakeBorder(crop, *out, cv2.BORDER_REPLICATE)
             crop = cv2.resize(crop, (max(1, round(crop.shape[1] * s)), max(1, round(crop.shape[0] * s))),
                               interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_AREA)
             ph, pw = max(0, 136 - crop.shape[0]), max(0, 72 - crop.shape[1])

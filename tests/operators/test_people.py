@@ -125,3 +125,22 @@ def test_nothing_moving_means_no_detector_run(tmp_path):
     assert len(detects) == 1 + sum(1 for n in crops if n)
     assert [n for _, _, n in out[:3]] == [0, 0, 0]
     assert all(n == 1 for _, _, n in out[4:int(walk.duration_s)])
+
+
+def test_entering_and_leaving_the_view(tmp_path):
+    # he walks in over the left border at 2 s, across the street, and out over the right border at 11.5 s
+    walk = make_walker_clip(tmp_path / "across.mp4", Walk(xs=(0.02, 0.5, 0.98), leg_s=4.0, start_s=2.0, gone_s=4.0))
+    with open_source(str(tmp_path / "across.mp4"), GRID) as src:
+        cells = list(src)
+    det, state, entering, departures = build("people"), None, [], []
+    for k in range(0, len(cells), 4):
+        ch = cells[k:k + 4]
+        res, state = det(np.stack([c.frames for c in ch]), np.stack([c.frame_mask for c in ch]), state=state,
+                         detect_frames=np.stack([c.detect_frames for c in ch]),
+                         detect_mask=np.stack([c.detect_mask for c in ch]), detect_slots=GRID.detect_slots,
+                         frame_times=np.stack([c.frame_times for c in ch]))
+        entering += [(ch[i].t_start, p.track_id) for i, tr in enumerate(res.tracks) for p in tr if p.entering]
+        departures += res.departures
+    assert len(entering) == 1 and 2.0 <= entering[0][0] <= 3.0
+    assert [d.track_id for d in departures] == [entering[0][1]]          # the same man, one id all the way
+    assert walk.end_s - 1.0 <= departures[0].t_s <= walk.end_s

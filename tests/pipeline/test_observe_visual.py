@@ -74,6 +74,17 @@ def test_people_zones_and_lines_become_records(walk_clip):
     assert len({r.record_id for r in recs}) == len(recs)
 
 
+def test_entering_and_leaving_are_actions_of_the_track(tmp_path):
+    walk = make_walker_clip(tmp_path / "across.mp4", Walk(xs=(0.02, 0.5, 0.98), leg_s=4.0, start_s=2.0, gone_s=4.0))
+    recs = [r for r in records(tmp_path / "across.mp4", "across") if r.kind == "action" and r.subject == "person"]
+    came = [r for r in recs if r.label == "entering"]
+    went = [r for r in recs if r.label == "leaving"]
+    assert len(came) == 1 and len(went) == 1 and came[0].track_id == went[0].track_id is not None
+    assert came[0].t_start == 2.0 and came[0].t_end == 3.0                   # the cell he came in
+    assert went[0].t_start <= walk.end_s <= went[0].t_end + 1.0               # the cell he was last seen in
+    assert {r.track_id for r in recs if r.track_id is not None} == {came[0].track_id}
+
+
 def test_a_stream_without_zones_gets_none(walk_clip):
     zones = load_config(None, {"zones": _yaml(walk_clip.parent / "z2.yaml", ZONES)}).zones
     recs = records(walk_clip, "street-2", zones)                 # "walk*" does not match this stream
