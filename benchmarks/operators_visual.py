@@ -142,7 +142,7 @@ def measure() -> tuple[dict, dict]:
             "instead of every second saves ~10 ms at a cost in counts (quality: person_count_mae_levers). "
             "faces (~25): OpenCV's Haar cascade on one 224x224 frame a second (~24 ms a frame; 2 a second was "
             "the default before, ~50 ms); pyramid step 1.2 saves ~40%, and it cannot search less than one frame "
-            "per cell. Without faces, the levers reach ~32 ms. Meeting 35 ms with people and faces at full "
+            "per cell. Without faces, the levers reach ~29 ms. Meeting 35 ms with people and faces at full "
             "quality needs detectors costing a fraction of HOG and Haar per frame on one CPU core (a small "
             "quantised CNN on the detection view); none ships in a package here. static (met): detectors skip "
             "frames that did not change (32x32 thumbnails within noise) and HOG never runs where nothing moves. "
