@@ -151,6 +151,7 @@ class _Loop:
         profile = {"profile": self.cfg.profile, "bundle": self.cfg.bundle, "grid": self.cfg.grid,
                    "device": "cuda" if gpus else "cpu", "factory": engine.analyzer,
                    "action_model": self.cfg.action_model, "action_weights": self.cfg.action_weights}
+        profile["zones"] = self.cfg.zones       # per-stream zones reach the operator actors with the profile
         self.pool = [actors.remote(actors.OperatorWorker, kind="operator", num_cpus=min(1.0, cpus / n_ops),
                                    num_gpus=(gpus / n_ops if gpus else 0.0),
                                    name=f"avgrid-{tag}-operator-{i}" if tag else None)
