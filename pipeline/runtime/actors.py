@@ -155,7 +155,8 @@ class SourceWorker:
         return Pull(items=metas, done=done, error=self._error, info=self._info,
                     decoded_cells=src.decoded_cells if src is not None else 0,
                     dropped_cells=src.dropped_cells if src is not None else 0,
-                    reconnects=self._reconnects + int(getattr(src, "reconnects", 0) or 0), queue_depth=src.queued_cells if src else 0,
+                    reconnects=self._reconnects,     # the reconnect gaps the source emitted
+                    queue_depth=src.queued_cells if src else 0,
                     facts=dict(getattr(src, "facts", None) or {}) or None,
                     source_state="ended" if done else "connecting" if src is None else getattr(src, "state", "reading"),
                     thumbnail=self._thumbnail(payload, src)), payload
@@ -362,26 +363,38 @@ class SinkWorker:
         self.delivered = 0
 
     def ready(self) -> SinkReady:
-        """The inputs committed in the dataset already, or why a sink could not connect."""
+        """The inputs committed in the dataset already (with their commit markers), or why a sink could
+        not connect."""
         if self.error:
             return SinkReady(error=self.error)
-        return SinkReady(committed=tuple(sorted(self.sink.committed_inputs())))
+        markers = self.sink.commit_markers()
+        return SinkReady(committed=tuple(sorted(markers)), markers=markers)
 
-    def deliver(self, records: list, commit_key: str | None = None, flush: bool = True) -> Delivery:
+    def deliver(self, records: list, commit_key: str | None = None, flush: bool = True,
+                commit_meta: dict | None = None) -> Delivery:
         """Write ``records`` and flush (unless told not to: live batches between flushes); then
-        commit input ``commit_key`` (a stream id) in every sink. ``committed`` is False when a sink
-        lost records of that input (a re-run will redo it).
+        commit input ``commit_key`` (a stream id) in every sink, with ``commit_meta`` (its re-run
+        fingerprint) in the commit marker. ``committed`` is False when a sink lost records of that
+        input (a re-run will redo it).
         """
         if self.error:
             raise SinkError(self.error)
+        errors_before = {n: len(e) for n, e in self.sink.errors.items()}
         if records:
             self.sink.write(records)
         if flush or commit_key is not None:
             self.sink.flush()
-        committed = self.sink.commit_input(commit_key) if commit_key is not None else None
+        committed = self.sink.commit_input(commit_key, commit_meta) if commit_key is not None else None
         self.delivered += len(records)
+        # the sinks that took these records without a new error (metrics count records per sink)
+        took = tuple(n for n in self.sink.sinks if len(self.sink.errors.get(n, ())) == errors_before.get(n, 0))
         return Delivery(delivered=len(records), committed=committed, errors=dict(self.sink.errors),
-                        incarnation=self.incarnation)
+                        incarnation=self.incarnation, sinks=took)
+
+    def discard(self) -> bool:
+        """The run ends in a configuration error before anything was committed: leave no output."""
+        self.sink.discard()
+        return True
 
     def close(self) -> dict:
         self.sink.close()

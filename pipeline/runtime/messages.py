@@ -157,6 +157,7 @@ class SinkReady:
 
     committed: tuple[str, ...] = ()
     error: str | None = None
+    markers: dict = field(default_factory=dict)     # input -> its commit marker (re-run fingerprints)
 
 
 @dataclass(frozen=True)
@@ -169,3 +170,4 @@ class Delivery:
     committed: bool | None
     errors: dict = field(default_factory=dict)
     incarnation: str = ""
+    sinks: tuple = ()                  # the sinks that took these records without a new error
