@@ -168,9 +168,13 @@ class SpeechDetector(nn.Module):
                 "pending": np.zeros(0, np.float32), "pending_real": np.zeros(0, bool)}
 
     @torch.inference_mode()
-    def forward(self, frames, frame_mask, audio, audio_mask, state=None):
-        audio, mask = check_audio(audio, audio_mask)
-        T, S = audio.shape
+    def chunk_probabilities(self, audio: np.ndarray, mask: np.ndarray, state=None):
+        """Speech probability of every complete 512-sample chunk of the call.
+
+        ``audio``/``mask`` (T, S). Returns ``(probs (n,), real (n*512,) bool, offset, new_state)``:
+        chunk k covers samples ``[k*512 - offset, (k+1)*512 - offset)`` of the call (``offset`` =
+        samples carried over from the previous call, which come first).
+        """
         st = state if state is not None else self.initial_state()
         # one continuous signal: what the last call left over, then this call's cells
         sig = np.concatenate([st["pending"], np.where(mask, audio, 0).ravel()])
@@ -180,6 +184,16 @@ class SpeechDetector(nn.Module):
         run = self._probabilities if self.lstm is not None else self._probabilities_stepwise
         probs, rnn, ctx = run(torch.from_numpy(sig[:n_chunks * self.CHUNK]), torch.tensor(st["rnn"]),
                               torch.tensor(st["context"]))
+        rest = n_chunks * self.CHUNK
+        new_state = {"rnn": rnn.numpy().copy(), "context": ctx.numpy().copy(), "pending": sig[rest:].copy(),
+                     "pending_real": real[rest:].copy()}
+        return probs, real[:rest], offset, new_state
+
+    def forward(self, frames, frame_mask, audio, audio_mask, state=None):
+        audio, mask = check_audio(audio, audio_mask)
+        T, S = audio.shape
+        probs, real, offset, new_state = self.chunk_probabilities(audio, mask, state)
+        n_chunks = len(probs)
         scores, fired, times = empty(T, 1)
         maxp = np.zeros(T, np.float32)
         speech_s = np.zeros(T)
@@ -201,9 +215,6 @@ class SpeechDetector(nn.Module):
         scores[:, 0] = np.divide(speech_s / chunk_s, n_real, out=np.zeros(T), where=n_real > 0)
         fired[:, 0] = speech_s >= self.cfg.min_speech_s - 1e-9
         times[~fired] = np.nan
-        rest = n_chunks * self.CHUNK
-        new_state = {"rnn": rnn.numpy().copy(), "context": ctx.numpy().copy(), "pending": sig[rest:].copy(),
-                     "pending_real": real[rest:].copy()}
         return result(self.labels, scores, fired, times, self.method, "audio", max_probability=maxp), new_state
 
 
