@@ -71,8 +71,9 @@ class MissingPackageError(RuntimeError):
     """A Python package that carries a model is not installed. The message names it and the profile."""
 
 
-def missing_package(package: str, what: str, profile: str = "offline") -> MissingPackageError:
-    return MissingPackageError(f"the {profile} profile needs the Python package {package!r} ({what}); "
+def missing_package(package: str, what: str) -> MissingPackageError:
+    """The error for a missing model package; the runtime prefixes the profile that needs it."""
+    return MissingPackageError(f"needs the Python package {package!r} ({what}), which is not installed; "
                                f"install it with: pip install {package}")
 
 
@@ -103,6 +104,8 @@ class SoundEventsConfig:
       environment / background ones except Television and Radio.
     max_labels_per_cell: at most this many classes on in one cell (the highest scores; a class
       already on keeps its place while it is above its off-threshold).
+    min_ratio_to_top: a class turns on only with at least this fraction of the cell's best score among
+      the reported classes (a weak second name next to a confident one is left out).
     patch_hop_s: a patch ends every this many seconds (0.5: two per 1 s cell).
     min_level_dbfs: patches quieter than this (RMS of real samples) score 0: nothing to name.
     foreground_snr_db / foreground_factor: a patch at least ``foreground_snr_db`` above the running
@@ -120,6 +123,7 @@ class SoundEventsConfig:
     class_thresholds: tuple[tuple[str, float], ...] | None = None
     exclude: tuple[str, ...] | None = None
     max_labels_per_cell: int = 2
+    min_ratio_to_top: float = 0.5
     patch_hop_s: float = 0.5
     min_level_dbfs: float = -70.0
     threads: int = 1
@@ -188,14 +192,17 @@ def read_class_map(path: Path) -> tuple[list[str], list[str]]:
 class _Hysteresis:
     """Per-class on/off decisions across cells: on at >= on_thr, held while >= off_thr."""
 
-    def __init__(self, on_thr: np.ndarray, off_thr: np.ndarray, allowed: np.ndarray, max_on: int):
+    def __init__(self, on_thr: np.ndarray, off_thr: np.ndarray, allowed: np.ndarray, max_on: int,
+                 min_ratio: float = 0.0):
         self.on_thr, self.off_thr, self.allowed, self.max_on = on_thr, off_thr, allowed, max_on
+        self.min_ratio = min_ratio
 
     def step(self, scores: np.ndarray, active: np.ndarray, factor: float = 1.0) -> np.ndarray:
         """scores (L,) of one cell, active (L,) bool before it -> active after it; ``factor`` scales
         the thresholds (a cell whose sound stands out from the background)."""
         on, off = self.on_thr * factor, self.off_thr * factor
-        cand = self.allowed & ((scores >= on) | (active & (scores >= off)))
+        top = float(np.max(np.where(self.allowed, scores, 0.0)))
+        cand = self.allowed & (((scores >= on) & (scores >= self.min_ratio * top)) | (active & (scores >= off)))
         if cand.sum() > self.max_on:
             # rank by how far above its own threshold a class is; one already on counts from its off-threshold
             margin = np.where(active, scores - off, scores - on)
@@ -232,7 +239,7 @@ class PatchTagger(nn.Module):
                 raise ValueError(f"class_thresholds: {name!r} is not a class of this model")
             on[names.index(name)] = thr
         off = on * (cfg.off_threshold / cfg.on_threshold)
-        self.hyst = _Hysteresis(on, off, allowed, max(1, cfg.max_labels_per_cell))
+        self.hyst = _Hysteresis(on, off, allowed, max(1, cfg.max_labels_per_cell), cfg.min_ratio_to_top)
         self.hop_samples = int(round(cfg.patch_hop_s * SAMPLE_RATE_HZ))
         if self.hop_samples <= 0:
             raise ValueError(f"patch_hop_s must be > 0, got {cfg.patch_hop_s}")
@@ -284,6 +291,12 @@ class PatchTagger(nn.Module):
             if xr.mean() < 0.5:
                 continue
             judged[t] = True
+            c0 = int(st["pos"]) + t * S
+            energy = np.where(xr, x.astype(np.float64) ** 2, 0.0)
+            if energy.sum() > 0 and e - P + float(np.dot(np.arange(len(x)), energy) / energy.sum()) < c0:
+                # most of this patch's sound lies before the cell: the cell before judged it already,
+                # so a sound's decaying tail does not get a second, different name in the next cell
+                continue
             lev = 10 * np.log10(max(float(np.mean(np.square(x[xr], dtype=np.float64))), 1e-12))
             level[t] = lev if np.isnan(level[t]) else max(level[t], lev)
             if levels and lev - max(min(levels), -100.0) >= self.cfg.foreground_snr_db:

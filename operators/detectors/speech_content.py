@@ -370,3 +370,15 @@ register("transcripts", family="detector", config_cls=TranscriptsConfig, builder
          weights_status=_transcripts_status,
          description="speech transcripts of VAD speech spans by pocketsphinx's bundled en-us model "
                      "(recognizer=wav2vec2: torchaudio's wav2vec2 ASR, standard profile)")
+
+
+@dataclass(frozen=True)
+class Wav2vec2TranscriptsConfig(TranscriptsConfig):
+    """:class:`TranscriptsConfig` with torchaudio's wav2vec2 ASR (the ``standard`` profile's recogniser)."""
+
+    recognizer: str = "wav2vec2"
+
+
+register("transcripts_wav2vec2", family="detector", config_cls=Wav2vec2TranscriptsConfig, builder=Transcriber,
+         weights_status=_transcripts_status,
+         description="speech transcripts of VAD speech spans by torchaudio's wav2vec2 base ASR (standard profile)")

