@@ -212,7 +212,7 @@ def build_clips(dest: Path) -> dict[str, Path]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         street = write_clip(dest / "street.mp4", render(STREET, STREET_S, work, seed=1), STREET_S)
-        talk = write_clip(dest / "talk.mp4", render(TALK, TALK_S, work, seed=2), TALK_S, video_offset_s=30.0)
+        talk = write_clip(dest / "talk.mp4", render(TALK, TALK_S, work, seed=2), TALK_S)
     return {"street": street, "talk": talk}
 
 

@@ -313,6 +313,8 @@ class Transcriber(nn.Module):
             if real[k * ch:(k + 1) * ch].mean() < 0.5:
                 continue
             speech = probs[k] >= c.vad_threshold
+            if op is not None and speech and b - op["start"] > max_len:
+                close(op["last"], cell)            # at the longest span: this chunk starts the next one
             if op is None:
                 if speech:
                     op = {"start": a, "last": b, "buf_start": max(0, a - pad), "buf": np.zeros(0, np.int16)}
@@ -325,8 +327,6 @@ class Transcriber(nn.Module):
                 op["last"] = b
             if a - op["last"] >= end_gap:
                 close(a, cell)
-            elif op["last"] - op["start"] >= max_len:
-                close(op["last"], cell)
         for stop in stops:
             if op is not None:
                 close(pos0 + stop, min(T - 1, (stop - 1) // S))
