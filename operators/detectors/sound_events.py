@@ -5,7 +5,7 @@
     res.labels                                      # AudioSet display names, e.g. "Telephone bell ringing"
     res.scores[t, l]                                # the class score (0..1) in cell t: max over its patches
     res.fired[t, l]                                 # the class is on in cell t (after hysteresis)
-    res.extras["category"]                          # (L,) int index into CATEGORIES: the top-level class
+    det.category                                    # (L,) int index into CATEGORIES: each class's top level
 
 Patches are 0.975 s of audio (96 log-mel frames of 10 ms, YAMNet's input) that END every
 ``patch_hop_s`` seconds of the stream, so a cell's patches are complete when the cell is and no
@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchaudio
 from torch import nn
 
 from operators.detectors.base import SAMPLE_RATE_HZ, check_audio, result
@@ -323,8 +322,8 @@ class PatchTagger(nn.Module):
         total = int(st["pos"]) + T * S
         new_state = {"tail": sig[-keep:].copy(), "tail_real": real[-keep:].copy(), "pos": total, "active": active,
                      "levels": np.asarray(levels, np.float32)}
-        return (result(self.labels, scores, fired, times, self.method, "audio", category=self.category,
-                       level_dbfs=level, foreground=foreground), new_state)
+        return (result(self.labels, scores, fired, times, self.method, "audio", level_dbfs=level,
+                       foreground=foreground), new_state)
 
 
 class YamnetTagger(PatchTagger):
@@ -354,6 +353,8 @@ class YamnetTagger(PatchTagger):
         self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.q = _quantisation(onnx_path)
+        import torchaudio      # here, not at import: building other detectors stays free of it
+
         self.melspec = torchaudio.transforms.MelSpectrogram(
             sample_rate=SAMPLE_RATE_HZ, n_fft=512, win_length=400, hop_length=160, f_min=125.0, f_max=7500.0,
             n_mels=64, power=1.0, center=False, mel_scale="htk", norm=None)
@@ -370,7 +371,7 @@ class YamnetTagger(PatchTagger):
         for i in range(len(x)):        # the model takes one patch a call (0.4 ms each on one core)
             raw = self.session.run(None, {self.input_name: q[i][None, None]})[0].reshape(-1)
             out[i] = out_scale * (raw.astype(np.float32) - out_zp)
-        return 1.0 / (1.0 + np.exp(-out))
+        return 1.0 / (1.0 + np.exp(-np.clip(out, -60.0, 60.0)))
 
 
 def _quantisation(onnx_path: Path) -> tuple[float, float, float, float]:

@@ -11,7 +11,7 @@ about 1 MB at 30 s). Only a closed span is transcribed: the recogniser never run
 calls non-speech (silence, music, noise). Times are seconds from the start of the call's first cell
 (negative when a span began in an earlier call); ``cell`` is the cell in which the span closed.
 
-Each span also gets a sentiment (``speech_sentiment``): valence from the transcript with VADER's
+Each span also gets a sentiment (:class:`SpeechSentiment`): valence from the transcript with VADER's
 lexicon, arousal from the voice (level and pitch variation, torchaudio's pitch detection). Both are
 heuristics: see the README for how far to trust them.
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from operators.detectors.audio import SpeechConfig, SpeechDetector, dbfs
-from operators.detectors.base import SAMPLE_RATE_HZ, check_audio
+from operators.detectors.base import SAMPLE_RATE_HZ, DetectorResult, check_audio, empty
 from operators.detectors.sound_events import missing_package
 from operators.registry import register
 
@@ -106,9 +106,6 @@ class SpeechSentiment:
         return float(np.clip(0.5 * lev_term + 0.5 * pitch_term, 0.0, 1.0))
 
 
-register("speech_sentiment", family="detector", config_cls=SpeechSentimentConfig, builder=SpeechSentiment,
-         weights_status=lambda cfg: _package_status("vaderSentiment", "vaderSentiment/vader_lexicon.txt"),
-         description="sentiment of what is said: VADER lexicon on the transcript, arousal from level and pitch")
 
 
 @dataclass(frozen=True)
@@ -124,15 +121,12 @@ class SpeechSpan:
 
 
 @dataclass(frozen=True)
-class TranscriptResult:
-    """What :class:`Transcriber` returns per call: the spans that closed in it."""
+class TranscriptResult(DetectorResult):
+    """A :class:`DetectorResult` with the label ``transcript`` (fired in the cell where a span closed,
+    score = the recogniser's confidence) plus the spans themselves and the sentiment method."""
 
-    spans: list[SpeechSpan]
-    method: str
-    sentiment_method: str | None
-    modality: str = "audio"
-    labels: tuple[str, ...] = ()
-    extras: dict = field(default_factory=dict)
+    spans: tuple[SpeechSpan, ...] = ()
+    sentiment_method: str | None = None
 
 
 @dataclass(frozen=True)
@@ -338,9 +332,17 @@ class Transcriber(nn.Module):
         st["open"] = op
         st["pos"] = pos0 + T * S
         st["tail"] = pcm_call[-pad:].copy() if pad else np.zeros(0, np.int16)
-        return TranscriptResult(spans, self.method, self.sentiment.method if self.sentiment else None), st
+        scores, fired, times = empty(T, 1)
+        for sp in spans:
+            if sp.text:
+                fired[sp.cell, 0] = True
+                scores[sp.cell, 0] = max(scores[sp.cell, 0], sp.confidence or 0.0)
+        res = TranscriptResult(("transcript",), torch.from_numpy(scores), torch.from_numpy(fired), self.method,
+                               "audio", torch.from_numpy(times), {}, spans=tuple(spans),
+                               sentiment_method=self.sentiment.method if self.sentiment else None)
+        return res, st
 
-    def _span(self, pcm: np.ndarray, s0: int, s1: int, pos0: int, cell: int) -> SpeechSpan:
+    def _span(self, pcm: np.ndarray, s0: int, s1: int, pos0: int, cell: int) -> "SpeechSpan":
         text, conf = self.asr(pcm)
         if self.cfg.min_confidence is not None and (conf is None or conf < self.cfg.min_confidence):
             text = ""
@@ -363,13 +365,15 @@ def _transcripts_status(cfg: TranscriptsConfig) -> tuple[bool, str | None]:
     if cfg.recognizer == "wav2vec2":
         p = wav2vec2_weights()
         return p.is_file(), str(p)
-    return _package_status("pocketsphinx", "pocketsphinx/model/en-us")
+    ok, where = _package_status("pocketsphinx", "pocketsphinx/model/en-us")
+    ok2, lexicon = _package_status("vaderSentiment", "vaderSentiment/vader_lexicon.txt")
+    return ok and ok2, f"{where}; {lexicon}"
 
 
 register("transcripts", family="detector", config_cls=TranscriptsConfig, builder=Transcriber,
          weights_status=_transcripts_status,
-         description="speech transcripts of VAD speech spans by pocketsphinx's bundled en-us model "
-                     "(recognizer=wav2vec2: torchaudio's wav2vec2 ASR, standard profile)")
+         description="speech transcripts of VAD speech spans by pocketsphinx's bundled en-us model, and their "
+                     "sentiment (VADER lexicon + voice level/pitch)")
 
 
 @dataclass(frozen=True)
@@ -381,4 +385,5 @@ class Wav2vec2TranscriptsConfig(TranscriptsConfig):
 
 register("transcripts_wav2vec2", family="detector", config_cls=Wav2vec2TranscriptsConfig, builder=Transcriber,
          weights_status=_transcripts_status,
-         description="speech transcripts of VAD speech spans by torchaudio's wav2vec2 base ASR (standard profile)")
+         description="speech transcripts of VAD speech spans by torchaudio's wav2vec2 base ASR, and their "
+                     "sentiment (standard profile)")

@@ -6,7 +6,7 @@
   Affective classes (laughter, crying, screaming, cheering, applause) also give an ``audio`` sentiment.
 - ``transcripts`` / ``transcripts_wav2vec2``: each closed speech span is one ``caption`` record
   (``method="asr"``, the text, the recogniser's confidence in ``score``) with exactly the span's times,
-  and one ``speech`` sentiment record (operator ``speech_sentiment``) over the same times.
+  and one ``speech`` sentiment record over the same times (its ``model`` names the sentiment method).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ AFFECT = {
 AFFECT_METHOD = "affect-map(laughter,cheering,applause:+;crying,screaming:-)"
 
 
-def _category_names(res) -> list[str | None]:
+def _category_names(det, res) -> list[str | None]:
     from operators.detectors.sound_events import CATEGORIES
 
-    cat = res.extras.get("category")
-    if cat is None:
+    cat = getattr(det, "category", None)
+    if cat is None or len(cat) != len(res.labels):
         return [None] * len(res.labels)
     return [CATEGORIES[int(i)] for i in np.asarray(cat)]
 
@@ -41,7 +41,7 @@ def sound_event_observations(name: str, det, res, cells) -> list[list[Observatio
     T = len(cells)
     obs: list[list[Observation]] = [[] for _ in range(T)]
     scores, hits = np.asarray(res.scores, np.float64), np.asarray(res.fired, bool)
-    details = _category_names(res)
+    details = _category_names(det, res)
     model = f"{name}:{res.method}"
     for t in range(T):
         best = None
@@ -82,8 +82,8 @@ def transcript_observations(name: str, det, res, cells) -> list[list[Observation
                                         operator=name, span=span))
         if sp.sentiment is not None:
             obs[sp.cell].append(Observation("sentiment", sp.sentiment.label, None,
-                                            f"speech_sentiment:{res.sentiment_method}", modality="speech",
-                                            values=sp.sentiment.values(), operator="speech_sentiment", span=span))
+                                            f"{name}:{res.sentiment_method}", modality="speech",
+                                            values=sp.sentiment.values(), operator=name, span=span))
     return obs
 
 

@@ -105,7 +105,9 @@ def test_the_recogniser_runs_only_on_speech_and_the_kept_audio_is_bounded(tmp_pa
 
 
 def test_speech_sentiment_valence_from_words_arousal_from_the_voice(tmp_path):
-    senti = build("speech_sentiment")
+    from operators.detectors.speech_content import SpeechSentiment, SpeechSentimentConfig
+
+    senti = SpeechSentiment(SpeechSentimentConfig())
     loud, quiet = speech16(POSITIVE, tmp_path, -12.0), speech16(POSITIVE, tmp_path, -40.0)
     p, q = senti(POSITIVE.lower(), loud), senti(POSITIVE.lower(), quiet)
     assert p.label == "positive" and p.valence > 0.5 and abs(p.positive + p.neutral + p.negative - 1) < 0.01

@@ -99,7 +99,7 @@ def test_speech_is_transcribed_and_its_sentiment_follows_the_words(annotated):
         assert 0 < cap["score"] <= 1 and cap["operator"] == "transcripts" and "pocketsphinx" in cap["model"]
         same = [s for s in senti if s["t_start"] == cap["t_start"] and s["t_end"] == cap["t_end"]]
         assert len(same) == 1 and same[0]["label"] == want, (same, cap["text"])
-        assert same[0]["operator"] == "speech_sentiment" and "vader" in same[0]["model"]
+        assert same[0]["operator"] == "transcripts" and "vader" in same[0]["model"]
         assert (same[0]["valence"] > 0.3) if want == "positive" else (same[0]["valence"] < -0.3)
         assert 0 <= same[0]["arousal"] <= 1
 
@@ -148,7 +148,7 @@ def test_a_missing_model_package_is_a_clear_usage_error(tmp_path):
 def test_models_lists_the_sound_operators_and_their_files(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    for name in ("sound_events", "transcripts", "speech_sentiment", "sound_events_panns", "transcripts_wav2vec2"):
+    for name in ("sound_events", "transcripts", "sound_events_panns", "transcripts_wav2vec2"):
         assert re.search(rf"^{name}\s", out, re.M), name
-    assert "YamNet_w8a8.onnx.zip" in out and "pocketsphinx/model/en-us" in out
+    assert "YamNet_w8a8.onnx.zip" in out and "pocketsphinx/model/en-us" in out and "vader_lexicon.txt" in out
     assert re.search(r"Cnn14_mAP=0\.431\.pth(?: \(missing\))?", out)
