@@ -151,8 +151,10 @@ def fluidsynth_music(workdir: Path, seconds: float = 8.0) -> np.ndarray:
     return load_audio(wav)
 
 
-def render(placed: tuple[Placed, ...], seconds: float, workdir: Path, seed: int = 0) -> np.ndarray:
-    """The mixed mono track at :data:`RATE`: the bed plus every sound at its onset and level."""
+def render(placed: tuple[Placed, ...], seconds: float, workdir: Path, seed: int = 0,
+           spans: list | None = None) -> np.ndarray:
+    """The mixed mono track at :data:`RATE`: the bed plus every sound at its onset and level.
+    ``spans`` (if given) receives ``(placed, t_start_s, t_end_s)`` of every sound as mixed."""
     mix = pink_noise(int(round(seconds * RATE)), BED_DBFS, seed)
     for p in placed:
         if p.text is not None:
@@ -167,6 +169,9 @@ def render(placed: tuple[Placed, ...], seconds: float, workdir: Path, seed: int 
         a = int(round(p.onset_s * RATE))
         n = min(len(x), len(mix) - a)
         mix[a:a + n] += x[:n]
+        if spans is not None:
+            act = np.flatnonzero(np.abs(x[:n]) > 1e-3 * np.abs(x).max())
+            spans.append((p, (a + act[0]) / RATE, (a + act[-1] + 1) / RATE))
     return mix
 
 
@@ -206,14 +211,16 @@ def write_clip(path: Path, audio: np.ndarray, seconds: float, video_offset_s: fl
     return path
 
 
-def build_clips(dest: Path) -> dict[str, Path]:
-    """Both clips under ``dest``: ``{"street": path, "talk": path}``."""
+def build_clips(dest: Path) -> dict:
+    """Both clips under ``dest``: ``{"street": path, "talk": path, "spans": {"street": [...], "talk": [...]}}``,
+    spans as ``(Placed, t_start_s, t_end_s)`` of each sound's audible part."""
     dest.mkdir(parents=True, exist_ok=True)
+    spans: dict[str, list] = {"street": [], "talk": []}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        street = write_clip(dest / "street.mp4", render(STREET, STREET_S, work, seed=1), STREET_S)
-        talk = write_clip(dest / "talk.mp4", render(TALK, TALK_S, work, seed=2), TALK_S)
-    return {"street": street, "talk": talk}
+        street = write_clip(dest / "street.mp4", render(STREET, STREET_S, work, 1, spans["street"]), STREET_S)
+        talk = write_clip(dest / "talk.mp4", render(TALK, TALK_S, work, 2, spans["talk"]), TALK_S)
+    return {"street": street, "talk": talk, "spans": spans}
 
 
 def tools_missing() -> str | None:
