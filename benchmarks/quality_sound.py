@@ -26,7 +26,6 @@ from pathlib import Path
 
 HOP_S = 1.0
 STOP = {"a", "an", "the", "and", "i", "this", "is", "to", "of", "what"}
-INTENDED = {"positive": "positive", "negative": "negative"}
 
 
 def measure() -> tuple[dict, dict]:
@@ -49,7 +48,8 @@ def measure() -> tuple[dict, dict]:
         rows = {k: read_kind(out, k) for k in ("event", "sentiment", "caption")}
 
     def of(kind, clip, **m):
-        return [r for r in rows[kind] if r["stream_id"].endswith(f"{clip}.mp4") and all(r[k] == v for k, v in m.items())]
+        return [r for r in rows[kind]
+                if r["stream_id"].endswith(f"{clip}.mp4") and all(r[k] == v for k, v in m.items())]
 
     def events(clip_names):
         found = total = correct = named_total = 0

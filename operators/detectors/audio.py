@@ -282,6 +282,6 @@ def _vad_status(cfg) -> tuple[bool, str | None]:
 
 
 register("loudness", family="detector", config_cls=LoudnessConfig, builder=LoudnessDetector,
-         description="loudness per cell in dBFS with silence, loud and onset (click) thresholds")
+         description="loudness per cell in dBFS: silence, loud, and onsets over the running noise floor")
 register("speech", family="detector", config_cls=SpeechConfig, builder=SpeechDetector, weights_status=_vad_status,
          description="speech by Silero VAD (the model inside the silero-vad wheel)")

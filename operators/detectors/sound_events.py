@@ -286,7 +286,8 @@ class PatchTagger(nn.Module):
         for e, t in zip(ends, owners):
             a, b = e - P - pos0, e - pos0
             if a < 0:                             # not enough history for this patch: pad with silence
-                x, xr = np.concatenate([np.zeros(-a, np.float32), sig[:b]]), np.concatenate([np.zeros(-a, bool), real[:b]])
+                x = np.concatenate([np.zeros(-a, np.float32), sig[:b]])
+                xr = np.concatenate([np.zeros(-a, bool), real[:b]])
             else:
                 x, xr = sig[a:b], real[a:b]
             if xr.mean() < 0.5:

@@ -19,7 +19,8 @@ from pipeline.runtime.builder import Observation
 # affective AudioSet classes -> (sentiment label, valence at score 1, arousal)
 AFFECT = {
     "Laughter": ("positive", 0.7, 0.65), "Baby laughter": ("positive", 0.7, 0.65), "Giggle": ("positive", 0.6, 0.55),
-    "Snicker": ("positive", 0.4, 0.45), "Belly laugh": ("positive", 0.8, 0.75), "Chuckle, chortle": ("positive", 0.5, 0.45),
+    "Snicker": ("positive", 0.4, 0.45), "Belly laugh": ("positive", 0.8, 0.75),
+    "Chuckle, chortle": ("positive", 0.5, 0.45),
     "Cheering": ("positive", 0.7, 0.85), "Applause": ("positive", 0.5, 0.6), "Clapping": ("positive", 0.3, 0.5),
     "Crying, sobbing": ("negative", -0.7, 0.6), "Baby cry, infant cry": ("negative", -0.6, 0.7),
     "Whimper": ("negative", -0.5, 0.4), "Wail, moan": ("negative", -0.6, 0.6), "Screaming": ("negative", -0.6, 0.95),

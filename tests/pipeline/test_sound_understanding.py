@@ -16,8 +16,7 @@ import pytest
 from pipeline.cli import main
 from tests.datasets import read_kind
 from tests.media import MediaSpec, make_media
-from tests.soundscene import (NEGATIVE, POSITIVE, SILENT_SPANS, STREET, STREET_S, TALK, build_clips, espeak,
-                              tools_missing)
+from tests.soundscene import SILENT_SPANS, STREET, STREET_S, TALK, build_clips, tools_missing
 
 HOP_S = 1.0
 STOP = {"a", "an", "the", "and", "i", "this", "is", "to", "of", "what"}
