@@ -110,7 +110,11 @@ class SoundEventsConfig:
     foreground_snr_db / foreground_factor: a patch at least ``foreground_snr_db`` above the running
       noise floor (the quietest patch of the last ``floor_window_s``) stands out from the background:
       in its cell every threshold is multiplied by ``foreground_factor``, so a short sound that fills
-      only part of a patch is still named, while the bed itself needs the full threshold.
+      only part of a patch is still named.
+    background_on_threshold: in a cell where nothing stands out, a class turns on only at >= this
+      (scaled like the on-threshold for per-class thresholds): a steady bed (hiss, hum, rain) is named
+      only when the model is sure -- white noise at -55 dBFS alone scores "Snake" 0.5, "Spray" 0.68 at
+      -45 dBFS. A sound that turned on while it stood out stays on at the off-threshold.
     threads: onnxruntime intra-op threads.
     """
 
@@ -121,6 +125,7 @@ class SoundEventsConfig:
     foreground_snr_db: float = 12.0
     foreground_factor: float = 0.5
     floor_window_s: float = 8.0
+    background_on_threshold: float = 0.7
     class_thresholds: tuple[tuple[str, float], ...] | None = None
     exclude: tuple[str, ...] | None = None
     max_labels_per_cell: int = 2
@@ -198,10 +203,13 @@ class _Hysteresis:
         self.on_thr, self.off_thr, self.allowed, self.max_on = on_thr, off_thr, allowed, max_on
         self.min_ratio = min_ratio
 
-    def step(self, scores: np.ndarray, active: np.ndarray, factor: float = 1.0) -> np.ndarray:
+    def step(self, scores: np.ndarray, active: np.ndarray, factor: float = 1.0,
+             on_factor: float | None = None) -> np.ndarray:
         """scores (L,) of one cell, active (L,) bool before it -> active after it; ``factor`` scales
-        the thresholds (a cell whose sound stands out from the background)."""
-        on, off = self.on_thr * factor, self.off_thr * factor
+        the thresholds (a cell whose sound stands out from the background), ``on_factor`` (default
+        ``factor``) the on-thresholds alone."""
+        on = self.on_thr * (factor if on_factor is None else on_factor)
+        off = self.off_thr * factor
         top = float(np.max(np.where(self.allowed, scores, 0.0)))
         cand = self.allowed & (((scores >= on) & (scores >= self.min_ratio * top)) | (active & (scores >= off)))
         if cand.sum() > self.max_on:
@@ -240,6 +248,7 @@ class PatchTagger(nn.Module):
                 raise ValueError(f"class_thresholds: {name!r} is not a class of this model")
             on[names.index(name)] = thr
         off = on * (cfg.off_threshold / cfg.on_threshold)
+        self.background_ratio = max(1.0, cfg.background_on_threshold / cfg.on_threshold)
         self.hyst = _Hysteresis(on, off, allowed, max(1, cfg.max_labels_per_cell), cfg.min_ratio_to_top)
         self.hop_samples = int(round(cfg.patch_hop_s * SAMPLE_RATE_HZ))
         if self.hop_samples <= 0:
@@ -318,7 +327,10 @@ class PatchTagger(nn.Module):
             if not judged[t]:
                 active[:] = False                 # no real audio: whatever was sounding is not known to go on
                 continue
-            active = self.hyst.step(scores[t], active, self.cfg.foreground_factor if foreground[t] else 1.0)
+            if foreground[t]:
+                active = self.hyst.step(scores[t], active, self.cfg.foreground_factor)
+            else:
+                active = self.hyst.step(scores[t], active, 1.0, self.background_ratio)
             fired[t] = active
         times = np.full((T, L), np.nan, np.float32)
         times[fired] = 0.0
@@ -363,7 +375,8 @@ class YamnetTagger(PatchTagger):
             n_mels=64, power=1.0, center=False, mel_scale="htk", norm=None)
         tag = hashlib.sha256(zip_path.read_bytes()).hexdigest()[:12]
         self.model_id = f"yamnet-w8a8@sha256:{tag}"
-        self.method = f"{self.model_id}(on>={cfg.on_threshold:g},off>={cfg.off_threshold:g})"
+        self.method = (f"{self.model_id}(on>={cfg.on_threshold:g},off>={cfg.off_threshold:g},"
+                       f"bed-on>={cfg.background_on_threshold:g})")
 
     @torch.inference_mode()
     def score_patches(self, x: np.ndarray) -> np.ndarray:
@@ -455,7 +468,8 @@ class PannsTagger(PatchTagger):
         self._setup(list(self.encoder.labels), cfg, thresholds=())
         self.patch_samples = SAMPLE_RATE_HZ
         self.model_id = self.encoder.model_id
-        self.method = f"{self.model_id}(on>={cfg.on_threshold:g},off>={cfg.off_threshold:g})"
+        self.method = (f"{self.model_id}(on>={cfg.on_threshold:g},off>={cfg.off_threshold:g},"
+                       f"bed-on>={cfg.background_on_threshold:g})")
 
     @torch.inference_mode()
     def score_patches(self, x: np.ndarray) -> np.ndarray:
