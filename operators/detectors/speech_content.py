@@ -5,7 +5,8 @@
     res.spans                                  # [SpeechSpan(cell, t0_s, t1_s, text, confidence, sentiment), ...]
 
 A span opens at the first speech chunk (32 ms) and closes after ``end_silence_s`` without speech,
-when the real audio stops (the last, partial cell of a file), or at ``max_span_s`` -- so the speech
+when the real audio stops (the last, partial cell of a file, or a cell without audio), or at
+``max_span_s`` -- so the speech
 audio this operator keeps in its state between calls is bounded (``max_span_s`` of int16 at 16 kHz,
 about 1 MB at 30 s). Only a closed span is transcribed: the recogniser never runs on audio the VAD
 calls non-speech (silence, music, noise). Times are seconds from the start of the call's first cell
@@ -271,9 +272,10 @@ class Transcriber(nn.Module):
         prev_tail = st.get("tail", np.zeros(0, np.int16))
         spans: list[SpeechSpan] = []
         op = st["open"]
-        # where real audio stops inside a cell (end of the file's audio): close what is open there
-        stops = [t * S + int(np.flatnonzero(mask[t])[-1]) + 1 for t in range(T)
-                 if mask[t].any() and not mask[t, -1]]
+        # where real audio stops inside a cell (end of the file's audio), or a cell has none at all (a
+        # file whose video outlasts its audio, a gap): close what is open there
+        stops = [(t * S + int(np.flatnonzero(mask[t])[-1]) + 1 if mask[t].any() else t * S, t) for t in range(T)
+                 if not mask[t, -1]]
 
         def audio_between(a: int, b: int) -> np.ndarray:
             """int16 samples of stream positions [a, b) from the open span's buffer and this call."""
@@ -300,9 +302,9 @@ class Transcriber(nn.Module):
             a = pos0 + k * ch - offset            # stream sample of the chunk's start
             b = a + ch
             cell = min(T - 1, max(0, (b - 1 - pos0) // S))
-            for stop in [s for s in stops if pos0 + s <= a]:
+            for stop in [s for s in stops if pos0 + s[0] <= a]:
                 if op is not None:
-                    close(pos0 + stop, min(T - 1, (stop - 1) // S))
+                    close(pos0 + stop[0], stop[1])
                 stops.remove(stop)
             if real[k * ch:(k + 1) * ch].mean() < 0.5:
                 continue
@@ -321,9 +323,9 @@ class Transcriber(nn.Module):
                 op["last"] = b
             if a - op["last"] >= end_gap:
                 close(a, cell)
-        for stop in stops:
+        for stop, t in stops:
             if op is not None:
-                close(pos0 + stop, min(T - 1, (stop - 1) // S))
+                close(pos0 + stop, t)
         if op is not None:
             # keep the open span's audio for the next call (bounded by max_span_s + pad)
             full = audio_between(op["buf_start"], pos0 + T * S)

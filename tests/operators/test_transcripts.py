@@ -78,6 +78,15 @@ def test_a_span_open_when_the_audio_stops_is_transcribed(tmp_path):
     audio, mask = cells_of(sig, 1 + len(a) / SR + 0.1)      # the file ends 0.1 s after the voice
     spans, st = run(build("transcripts"), audio, mask, 2)
     assert len(spans) == 1 and spans[0][3].text and st["open"] is None
+    # audio that ends on a cell boundary under video that goes on: the first cell without audio closes it
+    sig = pink_noise(6 * SR, -55.0, seed=6)
+    at = int(5.8 * SR) - len(a)                              # the voice stops 0.2 s before the audio does
+    sig[at:at + len(a)] += a
+    audio, mask = cells_of(sig, 6)
+    audio = np.concatenate([audio, np.zeros((2, SR), np.float32)])
+    mask = np.concatenate([mask, np.zeros((2, SR), bool)])
+    spans, st = run(build("transcripts"), audio, mask, 1)
+    assert len(spans) == 1 and spans[0][3].text and spans[0][0] == 6 and st["open"] is None
 
 
 def test_the_recogniser_runs_only_on_speech_and_the_kept_audio_is_bounded(tmp_path):
