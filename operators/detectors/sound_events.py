@@ -339,8 +339,7 @@ class PatchTagger(nn.Module):
             else:
                 active = self.hyst.step(scores[t], active, 1.0, self.background_ratio)
             fired[t] = active
-        times = np.full((T, L), np.nan, np.float32)
-        times[fired] = 0.0
+        times = np.full((T, L), np.nan, np.float32)      # when in the cell a sound starts is not known here
         total = int(st["pos"]) + T * S
         new_state = {"tail": sig[-keep:].copy(), "tail_real": real[-keep:].copy(), "pos": total, "active": active,
                      "levels": np.asarray(levels, np.float32)}
