@@ -82,7 +82,11 @@ def measure() -> tuple[dict, dict]:
     tr.asr = _TimedAsr(tr.asr)
     figures["transcripts_ms_per_cell_talk"] = _run(tr, *talk, repeats=1)
     figures["asr_cpu_s_per_speech_s"] = tr.asr.cpu_s / max(tr.asr.audio_s, 1e-9)
-    notes = {"sound": (f"one thread, {CALL_CELLS}-cell calls with state; street clip {street[0].shape[0]} cells "
+    import os
+
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    notes = {"sound": (f"one thread, {CALL_CELLS}-cell calls with state; load average during the run {load} "
+                       f"(CPU time still grows on a busy 2-core box); street clip {street[0].shape[0]} cells "
                        f"(no speech), talk clip {talk[0].shape[0]} cells with {tr.asr.audio_s:.1f} s of speech "
                        f"given to pocketsphinx")}
     return figures, notes

@@ -264,6 +264,13 @@ class PatchTagger(nn.Module):
     def score_patches(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    @property
+    def _sample_index(self) -> np.ndarray:
+        idx = getattr(self, "_idx", None)
+        if idx is None or len(idx) != self.patch_samples:
+            idx = self._idx = np.arange(self.patch_samples, dtype=np.float64)
+        return idx
+
     def initial_state(self) -> dict:
         keep = self.patch_samples
         return {"tail": np.zeros(keep, np.float32), "tail_real": np.zeros(keep, bool), "pos": 0,
@@ -311,11 +318,13 @@ class PatchTagger(nn.Module):
             judged[t] = True
             c0 = int(st["pos"]) + t * S
             energy = np.where(xr, x.astype(np.float64) ** 2, 0.0)
-            if energy.sum() > 0 and e - P + float(np.dot(np.arange(len(x)), energy) / energy.sum()) < c0:
+            total = float(energy.sum())
+            # einsum, not BLAS: OpenBLAS dot costs milliseconds here (its threads spin on a busy machine)
+            if total > 0 and e - P + float(np.einsum("i,i->", energy, self._sample_index)) / total < c0:
                 # most of this patch's sound lies before the cell: the cell before judged it already,
                 # so a sound's decaying tail does not get a second, different name in the next cell
                 continue
-            lev = 10 * np.log10(max(float(np.mean(np.square(x[xr], dtype=np.float64))), 1e-12))
+            lev = 10 * np.log10(max(total / max(1, int(xr.sum())), 1e-12))
             level[t] = lev if np.isnan(level[t]) else max(level[t], lev)
             if levels and lev - max(min(levels), -100.0) >= self.cfg.foreground_snr_db:
                 foreground[t] = True
