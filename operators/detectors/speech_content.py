@@ -142,6 +142,9 @@ class TranscriptsConfig:
     pad_s: audio kept before and after a span for the recogniser.
     min_confidence: transcripts below this confidence are dropped (None keeps all).
     sentiment: also give each span a speech sentiment.
+    pocketsphinx_max_hmm_per_frame / pocketsphinx_second_pass: pocketsphinx's ``maxhmmpf`` and
+      ``fwdflat``; 3000 and no second pass decode 2-3x faster than its defaults (10000, on) for about
+      one content word in 27 fewer on our test sentences.
     """
 
     recognizer: str = "pocketsphinx"
@@ -153,22 +156,33 @@ class TranscriptsConfig:
     min_confidence: float | None = None
     sentiment: bool = True
     device: str = "cpu"
+    pocketsphinx_max_hmm_per_frame: int = 3000
+    pocketsphinx_second_pass: bool = False
 
 
 class _Pocketsphinx:
-    def __init__(self):
+    def __init__(self, max_hmm_per_frame: int = 3000, second_pass: bool = False):
         try:
             from pocketsphinx import Decoder, get_model_path
         except ModuleNotFoundError:
             raise missing_package("pocketsphinx", "its bundled en-us model transcribes speech") from None
-        self.decoder = Decoder(samprate=SAMPLE_RATE_HZ, loglevel="FATAL", bestpath=True)
-        import pocketsphinx
+        self.decoder = Decoder(samprate=SAMPLE_RATE_HZ, loglevel="FATAL", bestpath=True, fwdflat=second_pass,
+                               maxhmmpf=max_hmm_per_frame)
+        from importlib.metadata import PackageNotFoundError, version
 
-        self.model_id = f"pocketsphinx-{getattr(pocketsphinx, '__version__', '5')}/en-us"
+        try:
+            ver = version("pocketsphinx")
+        except PackageNotFoundError:
+            ver = "unknown"
+        self.model_id = (f"pocketsphinx-{ver}/en-us"
+                         f"(maxhmmpf={max_hmm_per_frame}{',fwdflat' if second_pass else ''})")
         self.model_path = get_model_path()
 
     def __call__(self, pcm16: np.ndarray) -> tuple[str, float | None]:
         d = self.decoder
+        # the feature front end adapts across utterances (cepstral mean, noise estimate): reset it, so a
+        # span's transcript does not depend on what the decoder heard before (another stream, an earlier span)
+        d.reinit_feat()
         d.start_utt()
         d.process_raw(pcm16.tobytes(), full_utt=True)
         d.end_utt()
@@ -243,7 +257,7 @@ class Transcriber(nn.Module):
         self.cfg = cfg
         self.vad = SpeechDetector(SpeechConfig(threshold=cfg.vad_threshold))
         if cfg.recognizer == "pocketsphinx":
-            self.asr = _Pocketsphinx()
+            self.asr = _Pocketsphinx(cfg.pocketsphinx_max_hmm_per_frame, cfg.pocketsphinx_second_pass)
         elif cfg.recognizer == "wav2vec2":
             self.asr = _Wav2vec2(cfg.device)
         else:
