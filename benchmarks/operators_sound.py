@@ -1,6 +1,7 @@
 """CPU cost of the audio operators per 1 s cell, on the real-sound clips the tests build.
 
-    python -m benchmarks.operators --only sound
+    python -m benchmarks.operators --only sound    # into benchmarks/results/operators.json
+    python -m benchmarks.operators_sound           # alone, into benchmarks/results/operators_sound.json
 
 The clips' audio is decoded (AAC) and cut into 16 kHz cells as the grid does, then each audio
 operator of the offline profile runs on 4-cell calls with its state carried (as the runtime calls
@@ -93,6 +94,12 @@ def measure() -> tuple[dict, dict]:
 
 
 if __name__ == "__main__":
-    from benchmarks.operators import main
+    # alone: benchmarks/results/operators_sound.json (benchmarks.operators writes every part into operators.json)
+    import torch
 
-    raise SystemExit(main(["--only", "sound"]))
+    from benchmarks._harness import report
+    from benchmarks.operators import BUDGETS
+
+    torch.set_num_threads(1)
+    f, n = measure()
+    report("operators_sound", f, {}, limits={k: v for k, v in BUDGETS.items() if k in f}, notes=n)

@@ -1,6 +1,7 @@
 """Sound understanding quality on the real-sound set the tests build (tests/soundscene.py).
 
-    python -m benchmarks.quality --only sound
+    python -m benchmarks.quality --only sound      # into benchmarks/results/quality.json
+    python -m benchmarks.quality_sound             # alone, into benchmarks/results/quality_sound.json
 
 One offline-profile run of ``avgrid annotate`` over the two clips (street: five real sounds and one in
 the last 0.4 s; talk: two espeak sentences, silence, fluidsynth music), then per method:
@@ -112,6 +113,9 @@ def measure() -> tuple[dict, dict]:
 
 
 if __name__ == "__main__":
-    from benchmarks.quality import main
+    # alone: benchmarks/results/quality_sound.json (benchmarks.quality writes every part into quality.json)
+    from benchmarks._harness import report
+    from benchmarks.quality import TARGETS
 
-    raise SystemExit(main(["--only", "sound"]))
+    f, n = measure()
+    report("quality_sound", f, {}, targets={k: v for k, v in TARGETS.items() if k in f}, notes=n)
