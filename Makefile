@@ -68,7 +68,7 @@ test: venv sysdeps media
 	exit $$rc
 
 bench: venv sysdeps media
-	@for b in decode encoders fusion sinks e2e quality operators; do \
+	@for b in decode encoders fusion sinks e2e quality operators report; do \
 	  if [ -f benchmarks/$$b.py ]; then $(PYBIN) -m benchmarks.$$b || exit $$?; fi; done
 
 clean:

@@ -5,7 +5,8 @@
     det = build("scene_cut", threshold=0.4)                      # detector
     describe_all()   # [{"name", "family", "description", "weights_available", "weights_source"}, ...]
 
-Families: ``frame_encoder``, ``video_classifier``, ``audio_encoder``, ``detector`` (others may add more).
+Families: ``frame_encoder``, ``video_classifier``, ``audio_encoder``, ``detector``, ``track_analytics``
+(operators on the tracks a detector made, e.g. ``zones``; others may add more).
 Builders take the operator's config dataclass; :func:`build` makes that config from keyword
 arguments, so an unknown or misspelled option is an error naming the operator and the option.
 """
@@ -21,7 +22,7 @@ from typing import Any, Callable
 
 import yaml
 
-FAMILIES = ("frame_encoder", "video_classifier", "audio_encoder", "detector")
+FAMILIES = ("frame_encoder", "video_classifier", "audio_encoder", "detector", "track_analytics")
 
 # Modules that register operators when imported; loaded on first lookup so that importing the
 # registry stays cheap and the modules themselves can import it without a cycle. A lookup by name

@@ -1,21 +1,27 @@
-"""The ``avgrid`` command (see DESIGN.md, "CLI (CONTRACT)").
+"""The ``avgrid`` command.
 
-    avgrid annotate INPUT... [--out DIR] [--kafka HOST:PORT] [--kafka-prefix P] [--config FILE] [--profile NAME]
-    avgrid run SOURCE...     [--out DIR] [--kafka HOST:PORT] [--kafka-prefix P] [--duration SECONDS] [--config FILE]
-    avgrid inspect DIR
+    avgrid annotate INPUT... [-o DIR] [--kafka HOST:PORT] [--kafka-prefix P] [-c FILE] [--profile NAME] [--force]
+    avgrid run SOURCE...     [-o DIR] [--kafka HOST:PORT] [--kafka-prefix P] [--duration SECONDS] [-c FILE]
+    avgrid inspect [DIR]                 (default ./avgrid-out)
+    avgrid report DIR [--out FILE.html] [--stream ID]
     avgrid train --data DIR --out BUNDLE
     avgrid eval --bundle BUNDLE --data DIR
     avgrid bench NAME
-    avgrid models
+    avgrid models [--download NAME]
+    avgrid --version
 
-Exit status: 0 every input succeeded; 1 some inputs failed (the others were processed and each
-failure is listed with its reason); 2 usage or configuration error.
+``-v`` (debug output on stderr) and ``-q`` (no progress bars or status lines) go before or after
+the command. Results and summaries go to stdout, errors to stderr. Exit status: 0 every input
+succeeded; 1 some inputs failed (the others were processed and each failure is listed on stderr
+with its reason); 2 usage, configuration or environment error (one line on stderr, nothing
+started, nothing written); 141 stdout was closed early (``avgrid inspect | head``), quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,14 +30,15 @@ from dataclasses import fields
 from pipeline.config import HELP, SECRET_ENV, Config, kafka_sink_config, load_config
 from pipeline.errors import AvgridError, ConfigError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
+DEFAULT_OUT = "./avgrid-out"
 
 _SHOWN = {"progress": "on when stderr is a terminal", "operator_actors": "one per 2 Ray CPUs, at least 1",
           "num_cpus": "all", "action_weights": "torchvision's cache", "duration": "until SIGINT/SIGTERM",
-          "media_origin": "the file's creation_time, if any"}
+          "media_origin": "the file's creation_time, if any", "dashboard_port": "off"}
 # options that only make sense for one command
 _ONLY = {"duration": "run", "status_interval_s": "run", "concurrency": "annotate", "readahead_cells": "annotate",
-         "media_origin": "annotate"}
+         "media_origin": "annotate", "force": "annotate", "full_hash": "annotate", "dashboard_port": "run"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,7 +67,7 @@ class _RefusePassword(argparse.Action):
 
 def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
     defaults = Config()
-    p.add_argument("--config", metavar="FILE", help="YAML file with any of the options below (flags win)")
+    p.add_argument("-c", "--config", metavar="FILE", help="YAML file with any of the options below (flags win)")
     kafka = p.add_argument_group("Kafka connection (passwords only from a file or the environment)")
     for name in SECRET_ENV:
         kafka.add_argument("--" + name.replace("_", "-"), dest=name, action=_RefusePassword, help=argparse.SUPPRESS)
@@ -77,45 +84,131 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
             continue
         typ = {"int": int, "float": float}.get(f.type.split(" ")[0], str)
         metavar = {"out": "DIR", "kafka": "HOST:PORT", "kafka_prefix": "P", "profile": "NAME", "bundle": "PATH",
-                   "ray_address": "HOST:PORT", "metrics_port": "PORT", "metrics_host": "HOST", "duration": "SECONDS",
+                   "ray_address": "HOST:PORT", "metrics_port": "PORT", "dashboard_port": "PORT", "metrics_host": "HOST",
+                   "duration": "SECONDS",
                    "kafka_security_protocol": "PROTOCOL", "kafka_sasl_mechanism": "MECHANISM",
                    "kafka_sasl_username": "USER", "kafka_compression": "CODEC", "media_origin": "ISO8601"}.get(f.name)
-        metavar = metavar or ("FILE" if f.name.endswith(("file", "_cafile")) else None)
-        g.add_argument(flag, dest=f.name, type=typ, default=None, metavar=metavar, help=help_)
+        metavar = metavar or {"action_model": "MODEL", "action_weights": "FILE", "frame_size": "PIXELS"}.get(f.name)
+        metavar = metavar or ("FILE" if f.name.endswith(("file", "_cafile")) else "SECONDS" if f.name.endswith("_s")
+                              else "MS" if f.name.endswith("_ms") else "N" if typ is int else None)
+        short = {"out": ["-o"]}.get(f.name, [])
+        g.add_argument(*short, flag, dest=f.name, type=typ, default=None, metavar=metavar, help=help_)
+
+
+def add_train_arguments(t: argparse.ArgumentParser) -> None:
+    """The options of ``avgrid train`` (:func:`pipeline.train.main` uses them too)."""
+    t.add_argument("--data", required=True, metavar="DIR",
+                   help="labelled data: media clips plus labels.jsonl (see the description above)")
+    t.add_argument("-o", "--out", required=True, metavar="BUNDLE",
+                   help="bundle directory to write (config, weights, labels, preprocessing, sha256)")
+    t.add_argument("--epochs", type=int, default=30, metavar="N",
+                   help="training epochs; the one with the best validation score is kept (default: 30)")
+    t.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the train/validation split and of the initial weights (default: 0)")
+    t.add_argument("--window", type=int, default=8, metavar="CELLS",
+                   help="grid cells the temporal model sees at once (default: 8)")
+    t.add_argument("--features", default="grid-stats-v1+logmel-stats-v1", metavar="SPEC",
+                   help="frozen feature extractors as VIDEO+AUDIO (default: grid-stats-v1+logmel-stats-v1; "
+                        "VIDEO may be encoder:NAME, e.g. encoder:resnet18, which needs that encoder's weights: "
+                        "avgrid models --download NAME)")
+
+
+def add_eval_arguments(e: argparse.ArgumentParser) -> None:
+    """The options of ``avgrid eval``."""
+    e.add_argument("--bundle", required=True, metavar="BUNDLE", help="bundle directory made by avgrid train")
+    e.add_argument("--data", required=True, metavar="DIR", help="labelled clips (media plus labels.jsonl) to score")
+
+
+TRAIN_DESCRIPTION = ("Train a fusion bundle from labelled clips with frozen, cached features. DIR holds media "
+                     "clips and labels.jsonl, one JSON object per line: {\"clip\": \"a.mp4\", \"action\": ..., "
+                     "\"events\": [...], \"sentiment\": ..., \"caption\": ...}, optionally with t_start/t_end "
+                     "(media s) to label a span.")
+EVAL_DESCRIPTION = "Score a bundle on labelled clips: per-head accuracy, macro-F1 and mAP."
+
+
+def version() -> str:
+    """The installed distribution's version (the source tree's when not installed)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version as dist_version
+
+        return dist_version("avgrid")
+    except (ImportError, PackageNotFoundError):
+        from pipeline import __version__
+
+        return __version__
+
+
+def _add_output_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """``-v`` / ``-q`` on the top level and on every command (given either place, they count)."""
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("-v", "--verbose", action="store_true", default=default,
+                   help="debug output on stderr: checks, stream states, operator and sink timings, skip decisions")
+    p.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="no progress bars or status lines; only the summary (stdout) and errors (stderr)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="avgrid", description="Streaming audio-visual understanding: decode, align on one temporal grid, "
         "detect and encode, and write action/event/sentiment/caption records to Parquet and Kafka.",
-        epilog="Exit status: 0 all inputs succeeded, 1 some inputs failed, 2 usage or configuration error.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+        epilog="Exit status: 0 all inputs succeeded, 1 some inputs failed (listed on stderr), 2 usage, "
+        "configuration or environment error, 141 stdout closed early. `avgrid COMMAND --help` for each command.")
+    parser.add_argument("--version", action="version", version=f"avgrid {version()}",
+                        help="print avgrid's version and exit")
+    _add_output_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("annotate", help="annotate files, directories (recursive) and globs",
-                       description="Annotate archived media. Inputs already committed in --out are skipped.")
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, **kw)
+        _add_output_options(p, top=False)
+        return p
+
+    p = command("annotate", help="annotate files, directories (recursive) and globs",
+                description="Annotate archived media. An input committed in --out with the same content and the "
+                "same settings is skipped (the summary says which run committed it); a changed file or changed "
+                "settings are annotated again and replace the old records; --force annotates everything again.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="a media file, a directory (recursive) or a glob")
     _add_run_options(p, "annotate")
 
-    p = sub.add_parser("run", help="annotate live sources until --duration, SIGINT or SIGTERM",
-                       description="Annotate live sources (RTSP/RTSPS, RTMP, HLS/HTTP, UDP/SRT MPEG-TS, V4L2). "
-                       "SIGINT/SIGTERM drain what is in flight, flush the sinks and exit 0.")
+    p = command("run", help="annotate live sources until --duration, SIGINT or SIGTERM",
+                description="Annotate live sources (RTSP/RTSPS, RTMP, HLS/HTTP, UDP/SRT MPEG-TS, V4L2). "
+                "SIGINT/SIGTERM drain what is in flight, flush the sinks and exit 0. A status line per stream "
+                "every --status-interval-s: connecting, running, reconnecting or stalled (no media for N s).")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="URL or device, optionally name=URL")
     _add_run_options(p, "run")
 
-    p = sub.add_parser("inspect", help="summarise an output dataset", description="Counts per kind and stream, "
-                       "time coverage, top labels, files and schema versions of an avgrid Parquet dataset.")
+    p = command("inspect", help="summarise an output dataset", description="Counts per kind and stream, "
+                "time coverage, top labels, files and schema versions of an avgrid Parquet dataset, and per "
+                "input how its latest run ended and which settings made its records.")
+    p.add_argument("dir", metavar="DIR", nargs="?", default=DEFAULT_OUT,
+                   help=f"the --out directory of a run (default: {DEFAULT_OUT})")
+
+    p = command("report", help="write a self-contained HTML timeline of a dataset",
+                description="One HTML file (no network needed to view it): per stream a timeline with "
+                "thumbnails and the audio level from the source, one lane per record kind, people counted "
+                "over time, the transcript and the summary of its runs.")
     p.add_argument("dir", metavar="DIR", help="the --out directory of a run")
+    p.add_argument("-o", "--out", metavar="FILE.html", help="where to write it (default: DIR/report.html)")
+    p.add_argument("--stream", metavar="ID", help="only this stream (its stream_id)")
+    p.add_argument("--no-media", dest="media", action="store_false",
+                   help="do not open the sources for thumbnails and audio levels")
 
-    # train / eval are pipeline.train's own command line (see `avgrid train --help`)
-    sub.add_parser("train", help="train a fusion bundle from labelled clips: --data DIR --out BUNDLE",
-                   add_help=False)
-    sub.add_parser("eval", help="score a bundle on labelled clips: --bundle BUNDLE --data DIR", add_help=False)
+    add_train_arguments(command("train", help="train a fusion bundle from labelled clips: --data DIR --out BUNDLE",
+                                description=TRAIN_DESCRIPTION))
+    add_eval_arguments(command("eval", help="score a bundle on labelled clips: --bundle BUNDLE --data DIR",
+                               description=EVAL_DESCRIPTION))
 
-    p = sub.add_parser("bench", help="run a benchmark (benchmarks/NAME.py)")
-    p.add_argument("name", metavar="NAME", help="decode, encoders, fusion, sinks or e2e")
+    p = command("bench", help="run a benchmark (benchmarks/NAME.py)",
+                description="Run one benchmark; it measures avgrid against a baseline in the same run and writes "
+                "benchmarks/results/NAME.json.")
+    p.add_argument("name", metavar="NAME", help="decode, encoders, fusion, sinks, e2e, quality or operators")
 
-    sub.add_parser("models", help="list the operators and models avgrid can use, and whether they are ready")
+    p = command("models", help="list the operators and models avgrid can use, and whether they are ready",
+                description="List every operator, its family, and whether its weights are on this machine. "
+                "--download fetches missing pretrained weights where the machine has a network.")
+    p.add_argument("--download", metavar="NAME", action="append", default=[],
+                   help="fetch the pretrained weights of operator NAME into the cache it loads from "
+                   "(torchvision's hash-checked download; PANNs from their Zenodo record, md5-checked); repeatable")
     return parser
 
 
@@ -124,29 +217,57 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides)
 
 
+def _observers(args, cfg: Config) -> list:
+    """Debug log (-v) and the metrics endpoint; the caller adds bars or status lines."""
+    observers = []
+    if args.verbose:
+        from pipeline.runtime.progress import DebugLog
+
+        observers.append(DebugLog(cfg.hop_s))
+    if cfg.metrics_port:
+        from pipeline.metrics import serve
+        from pipeline.preflight import server_error
+
+        try:
+            observers.append(serve(cfg.metrics_port, cfg.metrics_host, hop_s=cfg.hop_s))
+        except OSError as e:
+            raise server_error("--metrics-port", cfg.metrics_port, cfg.metrics_host, e) from None
+    return observers
+
+
+def _summary(summary) -> int:
+    """The table on stdout, the failures on stderr."""
+    print(summary.table(failures=False), flush=True)
+    for r in summary.failures:
+        print(f"avgrid: error: {r.input}: {r.reason}", file=sys.stderr, flush=True)
+    return summary.exit_code
+
+
 def _annotate(args, cfg: Config) -> int:
+    from pipeline.preflight import check_run
+
+    check_run(cfg, "annotate")          # before the runtime (and Ray) is even imported
     from pipeline.runtime import Engine
     from pipeline.runtime.progress import ProgressBars
 
-    observers = []
+    observers = _observers(args, cfg)
     bars = None
-    if cfg.progress or (cfg.progress is None and sys.stderr.isatty()):
+    if not args.quiet and (cfg.progress or (cfg.progress is None and sys.stderr.isatty())):
         bars = ProgressBars(len(args.inputs))
         observers.append(bars)
-    if cfg.metrics_port:
-        from pipeline.metrics import serve
-
-        observers.append(serve(cfg.metrics_port, cfg.metrics_host))
     try:
         summary = Engine(cfg, observers=observers).annotate(args.inputs)
     finally:
         if bars is not None:
             bars.close()
-    print(summary.table(), flush=True)
-    return summary.exit_code
+    return _summary(summary)
 
 
 def _run(args, cfg: Config) -> int:
+    from pipeline.preflight import check_run, check_sources
+
+    check_run(cfg, "run")
+    check_sources(args.sources)
     from pipeline.runtime import Engine
     from pipeline.runtime.cluster import ray_session
     from pipeline.runtime.progress import StatusLines
@@ -157,33 +278,59 @@ def _run(args, cfg: Config) -> int:
         print(f"avgrid: {signal.Signals(signum).name}: draining and flushing", file=sys.stderr, flush=True)
         stop.set()
 
-    observers = [StatusLines(cfg.status_interval_s, cfg.hop_s)]
-    if cfg.metrics_port:
-        from pipeline.metrics import serve
+    observers = _observers(args, cfg)
+    if not args.quiet:
+        observers.append(StatusLines(cfg.status_interval_s, cfg.hop_s))
+    dashboard = None
+    if cfg.dashboard_port:        # bound before Ray starts: a taken port is a usage error at once
+        from pipeline.dashboard import serve_dashboard
 
-        observers.append(serve(cfg.metrics_port, cfg.metrics_host))
+        dashboard = serve_dashboard(cfg.dashboard_port, hop_s=cfg.hop_s)
+        observers.append(dashboard)
+        print(f"avgrid: live page on {dashboard.url}", file=sys.stderr, flush=True)
     # Ray installs its own SIGTERM handler when it starts (it would kill the driver): start Ray
     # first, then take the signals over for the duration of the run
-    with ray_session(cfg.ray_address, cfg.num_cpus):
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            summary = Engine(cfg, observers=observers).run(args.sources, duration=cfg.duration, stop=stop)
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-    print(summary.table(), flush=True)
-    return summary.exit_code
+    try:
+        with ray_session(cfg.ray_address, cfg.num_cpus):
+            old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                summary = Engine(cfg, observers=observers).run(args.sources, duration=cfg.duration, stop=stop)
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+    finally:
+        if dashboard is not None:
+            dashboard.close()
+    return _summary(summary)
 
 
 def _inspect(args) -> int:
     from pipeline.inspect import format_report, inspect_dir
 
-    print(format_report(inspect_dir(args.dir), args.dir))
+    print(format_report(inspect_dir(args.dir), args.dir), flush=True)
+    return EXIT_OK
+
+
+def _report(args) -> int:
+    from pipeline.report import write_report
+
+    try:
+        path, size = write_report(args.dir, args.out, stream=args.stream, media=args.media)
+    except OSError as e:
+        raise ConfigError(f"report: cannot write {args.out or args.dir}: {e.strerror or e}") from None
+    print(f"{path} ({size / 1e6:.2f} MB)")
     return EXIT_OK
 
 
 def _models(args) -> int:
     from operators.registry import describe_all
+
+    if args.download:
+        from pipeline.downloads import download
+
+        for name in args.download:
+            print(download(name, progress=sys.stderr.isatty() and not args.quiet), flush=True)
+        return EXIT_OK
 
     rows = describe_all()
     w = max(len(r["name"]) for r in rows)
@@ -195,6 +342,10 @@ def _models(args) -> int:
         if r["weights_source"]:
             print(f"{'':{w}}  {'':{wf}}         weights: {r['weights_source']}"
                   + ("" if r["weights_available"] else " (missing)"))
+    missing = [r["name"] for r in rows if not r["weights_available"]]
+    if missing:
+        print(f"\n{len(missing)} without their weights here; fetch one with `avgrid models --download NAME` "
+              f"(needs a network route to its host), e.g. avgrid models --download {missing[0]}")
     return EXIT_OK
 
 
@@ -213,27 +364,49 @@ def _bench(args) -> int:
     return int(rc or 0)
 
 
+def _train(args) -> int:
+    from pipeline.train import run_command
+
+    return run_command(args.command, args)
+
+
+def _setup_logging(verbose: bool) -> None:
+    """-v: avgrid's own debug output on stderr (Ray's and Kafka's loggers stay at warnings)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    for name in ("avgrid", "pipeline"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.NOTSET)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] in (["train"], ["eval"]):
-        from pipeline import train
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (`avgrid inspect | head`): no traceback, and none at exit either
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_PIPE
 
-        return train.main(argv)
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     _Parser.argv = argv
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help / --version
         return int(e.code or 0)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    _setup_logging(args.verbose)
     try:
         if args.command in ("annotate", "run"):
             cfg = config_from_args(args)
             # password and TLS files are read now: a missing one is a usage error before Ray starts
             kafka_sink_config(cfg, run_id="check", live=args.command == "run")
             return (_annotate if args.command == "annotate" else _run)(args, cfg)
-        return {"inspect": _inspect, "models": _models, "bench": _bench}[args.command](args)
+        return {"inspect": _inspect, "report": _report, "models": _models, "bench": _bench, "train": _train,
+                "eval": _train}[args.command](args)
     except ConfigError as e:
         print(f"avgrid: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -40,6 +40,7 @@ from pipeline.errors import ConfigError
 from pipeline.grid import GridConfig
 
 PROFILES = ("offline", "standard", "bundle")
+DETECT_PROFILES = ("offline", "standard")      # the profiles whose operators use the detection view
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Config:
     ray_address: str | None = None
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    dashboard_port: int | None = None
     duration: float | None = None
     hop_s: float = 1.0
     fps: float = 4.0
@@ -86,10 +88,19 @@ class Config:
     # ((pattern, ISO-8601 time), ...): the capture time of the first cell of the inputs a path or glob
     # matches ("*": every input); wins over the container's creation_time
     media_origin: tuple[tuple[str, str], ...] = ()
+    force: bool = False
+    full_hash: bool = False
+    # detection view (GridConfig.detect_px / detect_fps), built for the profiles that find people
+    detect_px: int = 960
+    detect_fps: float = 1.0
+    # ((stream id or glob, ((zone name, "polygon" | "line", ((x, y), ...)), ...)), ...), relative coordinates
+    zones: tuple = ()
 
     @property
     def grid(self) -> GridConfig:
-        return GridConfig(hop_s=self.hop_s, fps=self.fps, frame_height=self.frame_size, frame_width=self.frame_size)
+        detect = self.detect_px if self.profile in DETECT_PROFILES else 0
+        return GridConfig(hop_s=self.hop_s, fps=self.fps, frame_height=self.frame_size, frame_width=self.frame_size,
+                          detect_px=detect, detect_fps=self.detect_fps)
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -120,6 +131,8 @@ HELP: dict[str, str] = {
     "ray_address": "join an existing Ray cluster (HOST:PORT) instead of starting a local one on 127.0.0.1",
     "metrics_port": "serve Prometheus metrics on 127.0.0.1:PORT (cells/s, stage latency, queues, drops, sink lag)",
     "metrics_host": "address the metrics endpoint binds to (0.0.0.0 exposes it, e.g. to a Prometheus in Kubernetes)",
+    "dashboard_port": "avgrid run: serve a live page on http://127.0.0.1:PORT/ (each stream's state, fps, lag, "
+                      "drops, reconnects, latest picture and records)",
     "duration": "avgrid run: stop this many seconds after the first media arrives",
     "hop_s": "grid cell length in media seconds",
     "fps": "frames sampled per media second",
@@ -133,16 +146,28 @@ HELP: dict[str, str] = {
                     "and once in the driver (live: beyond that the oldest are dropped and reported as gap "
                     "events; archives: decoding waits)",
     "readahead_cells": "avgrid annotate: cells per file decoded ahead of the operators, held in the driver "
-                       "(~0.65 MB each at the default grid), so decoding runs on while the operators load",
+                       "(~0.65 MB each at the default grid, ~1.5 MB more with the detection view of a 720p "
+                       "source), so decoding runs on while the operators load",
     "operator_actors": "operator (encoder/detector) actors in the pool",
     "concurrency": "avgrid annotate: input files decoded at the same time",
     "num_cpus": "CPUs for the local Ray instance",
     "torch_threads": "torch threads per operator actor",
     "status_interval_s": "avgrid run: seconds between status lines",
     "progress": "progress bars on/off",
+    "detect_px": "offline/standard: long side (px) of the larger copy of one frame per cell that people are "
+                 "found in (aspect kept, never upscaled); 0 turns people, zones and lines off",
+    "detect_fps": "frames per media second in that larger copy (people are detected on one a second at most)",
+    "zones": "zones and lines to count people in, per stream id or glob, coordinates 0..1 (see README, "
+             "Vision): in YAML a mapping {STREAM_OR_GLOB: [{name: door, polygon: [[x, y], ...]}, {name: gate, "
+             "line: [[x, y], [x, y]]}]}; on the command line a YAML file holding that mapping",
     "media_origin": "avgrid annotate: wall-clock time (ISO 8601 with a zone, e.g. 2026-11-30T08:00:00Z) of each "
                     "input's first cell, so archive records get wall_start/wall_end; wins over the file's "
                     "creation_time. In YAML also per input or glob: {PATH_OR_GLOB: TIME}",
+    "force": "avgrid annotate: annotate every input again, also those committed with the same content and "
+             "settings (their old records are replaced)",
+    "full_hash": "avgrid annotate: identify inputs by the sha256 of their whole content instead of size, "
+                 "modification time and sampled blocks (reads every file once more; a copied or touched file "
+                 "with the same bytes is then still skipped)",
 }
 
 
@@ -174,6 +199,58 @@ def _media_origins(value, origin: str) -> tuple[tuple[str, str], ...]:
     return tuple((str(pat), parse_time(t, f"{origin}: media_origin {pat}").isoformat()) for pat, t in items)
 
 
+def parse_zones(value, origin: str) -> tuple:
+    """``{STREAM_OR_GLOB: [{name, polygon: [[x, y], ...]} | {name, line: [[x, y], [x, y]]}, ...]}`` (or a
+    YAML file holding it) -> ((pattern, ((name, kind, ((x, y), ...)), ...)), ...). Coordinates are
+    fractions of the frame (0..1, x right, y down). Raises ConfigError naming the zone and the reason."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(Path(value).read_text())
+        except OSError as e:
+            raise ConfigError(f"{origin}: zones: cannot read {value!r}: {e.strerror or e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{origin}: zones: {value!r} is not valid YAML: {e}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: zones must be a mapping of stream id or glob to a list of zones")
+    out = []
+    for pattern, items in value.items():
+        where = f"{origin}: zones of {str(pattern)!r}"
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"{where}: expected a list of zones, e.g. [{{name: door, polygon: [[0.1, 0.1], "
+                              f"[0.4, 0.1], [0.4, 0.9]]}}]")
+        specs, names = [], set()
+        for i, z in enumerate(items):
+            label = f"zone {z.get('name')!r}" if isinstance(z, dict) and z.get("name") else f"zone #{i + 1}"
+            if not isinstance(z, dict) or not z.get("name") or not isinstance(z.get("name"), str):
+                raise ConfigError(f"{where}: {label}: every zone needs a name")
+            kinds = [k for k in ("polygon", "line") if k in z]
+            extra = sorted(set(z) - {"name", "polygon", "line"})
+            if len(kinds) != 1 or extra:
+                raise ConfigError(f"{where}: {label}: give exactly one of polygon or line"
+                                  + (f" (unknown key {extra[0]!r})" if extra else ""))
+            kind, pts = kinds[0], z[kinds[0]]
+            try:
+                points = tuple((float(p[0]), float(p[1])) for p in pts if len(p) == 2)
+                if len(points) != len(pts):
+                    raise ValueError
+            except (TypeError, ValueError, KeyError):
+                raise ConfigError(f"{where}: {label}: points must be [x, y] pairs of numbers") from None
+            if kind == "polygon" and len(points) < 3:
+                raise ConfigError(f"{where}: {label}: a polygon needs at least 3 points, got {len(points)}")
+            if kind == "line" and (len(points) != 2 or points[0] == points[1]):
+                raise ConfigError(f"{where}: {label}: a line needs 2 different points")
+            bad = [p for p in points if not (0.0 <= p[0] <= 1.0 and 0.0 <= p[1] <= 1.0)]
+            if bad:
+                raise ConfigError(f"{where}: {label}: point {list(bad[0])} is outside the frame (coordinates "
+                                  f"are fractions of the frame, 0..1)")
+            if z["name"] in names:
+                raise ConfigError(f"{where}: {label}: the name is used twice")
+            names.add(z["name"])
+            specs.append((z["name"], kind, points))
+        out.append((str(pattern), tuple(specs)))
+    return tuple(out)
+
+
 def media_origin_for(cfg: "Config", path: str) -> _dt.datetime | None:
     """The origin ``cfg.media_origin`` gives ``path`` (the first pattern that matches it), or None."""
     import fnmatch
@@ -191,6 +268,8 @@ def _coerce(name: str, value, origin: str):
         return None
     if name == "media_origin":
         return _media_origins(value, origin)
+    if name == "zones":
+        return parse_zones(value, origin)
     typ = _field_type(name)
     try:
         if typ is bool:
@@ -224,6 +303,11 @@ def validate(cfg: Config, origin: str = "config") -> Config:
             raise ConfigError(f"{origin}: option {name!r} must be > 0, got {getattr(cfg, name)!r}")
     if cfg.max_wait_ms < 0:
         raise ConfigError(f"{origin}: option 'max_wait_ms' must be >= 0")
+    if cfg.detect_px < 0 or cfg.detect_fps <= 0:
+        raise ConfigError(f"{origin}: option 'detect_px' must be >= 0 and 'detect_fps' > 0")
+    if cfg.zones and (cfg.detect_px == 0 or cfg.profile not in DETECT_PROFILES):
+        raise ConfigError(f"{origin}: zones count people, which the {cfg.profile} profile"
+                          f"{' with detect_px 0' if cfg.detect_px == 0 else ''} does not find")
     if cfg.duration is not None and cfg.duration <= 0:
         raise ConfigError(f"{origin}: option 'duration' must be > 0 seconds")
     if cfg.kafka is not None and ":" not in cfg.kafka:

@@ -5,6 +5,11 @@ Media time always comes from ``pts * time_base`` (never from counting frames).
 A cell holds ``round(hop * fps)`` frames (the decoded frame nearest each sample time)
 and exactly ``hop * 16000`` mono float32 audio samples. Missing media is zero-filled
 and flagged in the masks, never invented.
+
+Where a profile needs to see small things (people 60 px tall in a 720p frame are 15 px at 224),
+cells also carry a *detection view*: ``round(hop * detect_fps)`` of the same frames at up to
+``detect_px`` on the long side with the aspect ratio kept (never upscaled), taken from the frame
+slots :attr:`GridConfig.detect_slots` names. ``detect_px=0`` (the default) builds none.
 """
 
 from __future__ import annotations
@@ -27,10 +32,34 @@ class GridConfig:
     frame_height: int = 224
     frame_width: int = 224
     sample_rate_hz: int = SAMPLE_RATE_HZ
+    detect_px: int = 0                    # detection view: long side in pixels (aspect kept); 0 = none
+    detect_fps: float = 1.0               # detection view frames per second of media (<= fps)
 
     @property
     def frames_per_cell(self) -> int:
         return max(1, round(self.hop_s * self.fps))
+
+    @property
+    def detect_per_cell(self) -> int:
+        """Frames per cell in the detection view (0 when it is off)."""
+        if self.detect_px <= 0:
+            return 0
+        return min(self.frames_per_cell, max(1, round(self.hop_s * self.detect_fps)))
+
+    @property
+    def detect_slots(self) -> tuple[int, ...]:
+        """The frame slots (0..F-1) whose frames the detection view holds, evenly spread over the
+        cell: F=4, D=1 -> (2,); D=2 -> (1, 3); D=4 -> (0, 1, 2, 3)."""
+        F, D = self.frames_per_cell, self.detect_per_cell
+        return tuple((i * F) // D + (F // D) // 2 for i in range(D))
+
+    def detect_size(self, width: int, height: int) -> tuple[int, int]:
+        """(height, width) of the detection view for a ``width`` x ``height`` source: the long side
+        at most ``detect_px``, the aspect ratio kept, never upscaled, even numbers (chroma planes)."""
+        if width <= 0 or height <= 0:
+            raise ValueError(f"detect_size: source size must be positive, got {width}x{height}")
+        s = min(1.0, self.detect_px / max(width, height))
+        return max(2, 2 * round(height * s / 2)), max(2, 2 * round(width * s / 2))
 
     @property
     def samples_per_cell(self) -> int:
@@ -51,6 +80,9 @@ class Cell:
       frame_mask  (F,) bool, True = a real decoded frame
       audio       (S,) float32 mono at ``sample_rate_hz``, S = hop * rate; zeros where missing
       audio_mask  (S,) bool, True = a real decoded sample
+      detect_frames (D, h, w, 3) uint8 RGB, the detection view (None when the grid has none): the
+                  frames of slots ``grid.detect_slots`` at ``grid.detect_size``; zeros where missing
+      detect_mask (D,) bool, True = a real frame (None without a detection view)
     """
 
     stream_id: str
@@ -66,6 +98,8 @@ class Cell:
     wall_start: _dt.datetime | None = None
     source: str = ""
     is_live: bool = False
+    detect_frames: np.ndarray | None = None
+    detect_mask: np.ndarray | None = None
 
     @property
     def has_video(self) -> bool:
@@ -111,15 +145,20 @@ def slot_times(grid: GridConfig, t_start_s: float) -> np.ndarray:
 
 
 class _CellBuffer:
-    __slots__ = ("frames", "frame_times", "frame_mask", "audio", "audio_mask")
+    __slots__ = ("frames", "frame_times", "frame_mask", "audio", "audio_mask", "detect_frames", "detect_mask")
 
-    def __init__(self, grid: GridConfig):
+    def __init__(self, grid: GridConfig, detect_hw: tuple[int, int] | None = None):
         f, s = grid.frames_per_cell, grid.samples_per_cell
         self.frames = np.zeros((f, grid.frame_height, grid.frame_width, 3), np.uint8)
         self.frame_times = np.full(f, np.nan)
         self.frame_mask = np.zeros(f, bool)
         self.audio = np.zeros(s, np.float32)
         self.audio_mask = np.zeros(s, bool)
+        self.detect_frames = self.detect_mask = None
+        if detect_hw is not None:
+            d = grid.detect_per_cell
+            self.detect_frames = np.zeros((d, *detect_hw, 3), np.uint8)
+            self.detect_mask = np.zeros(d, bool)
 
 
 class GridAligner:
@@ -158,8 +197,17 @@ class GridAligner:
     def __init__(self, grid: GridConfig, *, stream_id: str, t0_s: float, has_video: bool, has_audio: bool,
                  frame_tolerance_s: float, convert: Callable[[Any], np.ndarray] = lambda f: f,
                  segment: int = 0, time_offset_s: float = 0.0, wall_t0: _dt.datetime | None = None,
-                 source: str = "", is_live: bool = False, max_lag_s: float = 5.0, audio_slack_s: float = 0.002):
+                 source: str = "", is_live: bool = False, max_lag_s: float = 5.0, audio_slack_s: float = 0.002,
+                 convert_detect: Callable[[Any], np.ndarray] | None = None, detect_hw: tuple[int, int] | None = None):
         self.grid, self.stream_id, self.t0 = grid, stream_id, float(t0_s)
+        self._detect_hw = None
+        if grid.detect_per_cell and has_video:
+            if convert_detect is None or detect_hw is None:
+                raise ValueError("a grid with a detection view needs convert_detect and detect_hw")
+            self._detect_hw = (int(detect_hw[0]), int(detect_hw[1]))
+        self.convert_detect = convert_detect
+        # frame slot within a cell -> its index in the detection view
+        self._detect_index = {s: i for i, s in enumerate(grid.detect_slots)} if self._detect_hw else {}
         self.segment, self.offset, self.wall_t0 = segment, time_offset_s, wall_t0
         self.source, self.is_live = source, is_live
         self.tol, self.convert, self.max_lag = frame_tolerance_s, convert, max_lag_s
@@ -182,7 +230,7 @@ class GridAligner:
         """Add a decoded frame shown at media time ``t_s`` (frames in presentation order)."""
         if self._prev is not None and t_s <= self._prev[0]:
             return  # duplicate or out-of-order timestamp: keep the first
-        cur = [t_s, frame, None]                      # [time, frame, converted (cached)]
+        cur = [t_s, frame, None, None]                # [time, frame, converted, detection view] (cached)
         self._resolve_slots_before(t_s, cur)
         self._prev = cur
         self._video_end = max(self._video_end, t_s + self.tol)
@@ -280,7 +328,7 @@ class GridAligner:
             return None                               # already emitted: late media is dropped
         buf = self._cells.get(c)
         if buf is None:
-            buf = self._cells[c] = _CellBuffer(self.grid)
+            buf = self._cells[c] = _CellBuffer(self.grid, self._detect_hw)
         return buf
 
     def slot_distance(self, t_s: float) -> float:
@@ -307,11 +355,17 @@ class GridAligner:
                     buf.frames[j] = best[2]
                     buf.frame_times[j] = best[0]              # segment clock; the offset is added on emit
                     buf.frame_mask[j] = True
+                    d = self._detect_index.get(j)
+                    if d is not None:
+                        if best[3] is None:
+                            best[3] = self.convert_detect(best[1])
+                        buf.detect_frames[d] = best[3]
+                        buf.detect_mask[d] = True
             self._slot += 1
 
     def _emit(self) -> Cell:
         k = self._next_emit
-        buf = self._cells.pop(k, None) or _CellBuffer(self.grid)
+        buf = self._cells.pop(k, None) or _CellBuffer(self.grid, self._detect_hw)
         self._next_emit += 1
         t_start = self.t0 + k * self.grid.hop_s
         wall = None
@@ -321,4 +375,5 @@ class GridAligner:
                     t_end=t_start + self.grid.hop_s + self.offset, frames=buf.frames,
                     frame_times=buf.frame_times + self.offset,
                     frame_mask=buf.frame_mask, audio=buf.audio, audio_mask=buf.audio_mask, segment=self.segment,
-                    wall_start=wall, source=self.source, is_live=self.is_live)
+                    wall_start=wall, source=self.source, is_live=self.is_live,
+                    detect_frames=buf.detect_frames, detect_mask=buf.detect_mask)

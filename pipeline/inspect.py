@@ -32,7 +32,8 @@ def inspect_dir(out_dir: str | Path) -> dict:
     """
     root = Path(out_dir)
     if not root.is_dir():
-        raise ConfigError(f"{out_dir}: not a directory")
+        raise ConfigError(f"{out_dir}: not a directory (avgrid inspect DIR reads the --out directory of a run; "
+                          f"without DIR, ./avgrid-out)")
     report: dict = {}
     for kind in KINDS:
         path = root / kind
@@ -102,13 +103,42 @@ def format_report(report: dict, out_dir: str | Path = "") -> str:
             lines.append("  top: " + ", ".join(f"{_clip(lab)} ({n})" for lab, n in r["top"]))
     inputs = report.get(STREAMS) or {}
     if inputs:
-        lines.append(f"\ninputs: {len(inputs)} (latest run of each)")
+        lines.append(f"\ninputs: {len(inputs)} (latest run of each, and the settings that made its records)")
         for sid, s in sorted(inputs.items()):
-            settings = s["settings"] or {}
-            made = f"profile {settings['profile']}" if settings.get("profile") else ""
-            lines.append(f"  {sid}: {s['status']} in run {s['run_id']}" + (f" ({made})" if made else "")
-                         + (f": {_clip(s['error'], 80)}" if s["error"] else ""))
+            lines.append(f"  {sid}: {s['status']} in run {s['run_id']}"
+                         + (f": {_clip(s['error'], 100)}" if s["error"] else ""))
+            made = settings_text(s["settings"])
+            if made:
+                lines.append(f"    settings: {made}")
     return "\n".join(lines)
+
+
+def settings_text(settings: dict | None) -> str:
+    """``profile offline, grid 1.0 s x 4.0 fps x 224x224 px, segments <= 10.0 s; models: ...`` ('' if unknown)."""
+    if not settings:
+        return ""
+    parts = []
+    if settings.get("profile"):
+        parts.append(f"profile {settings['profile']}" + (f" ({settings['bundle']})" if settings.get("bundle") else ""))
+    grid = settings.get("grid") or {}
+    if grid:
+        size = grid.get("frame_size") or []
+        parts.append(f"grid {grid.get('hop_s')} s x {grid.get('fps')} fps" + (f" x {size[1]}x{size[0]} px" if len(size) == 2
+                                                                          else ""))
+    if settings.get("max_segment_s") is not None:
+        parts.append(f"segments <= {settings['max_segment_s']} s")
+    if settings.get("media_origin"):
+        parts.append(f"media origin {settings['media_origin']}")
+    known = {"profile", "bundle", "grid", "max_segment_s", "media_origin", "models", "records_schema", "action_model",
+             "action_weights"}
+    parts += [f"{k} {v}" for k, v in sorted(settings.items()) if k not in known and v not in (None, [], {}, "")]
+    if settings.get("profile") == "standard":
+        parts.append(f"actions {settings.get('action_model')}"
+                     + (f" ({settings['action_weights']})" if settings.get("action_weights") else ""))
+    text = ", ".join(parts)
+    if settings.get("models"):
+        text += "; models: " + ", ".join(settings["models"])
+    return text
 
 
 def _clip(s: str, n: int = 60) -> str:

@@ -107,7 +107,7 @@ class _Common:
         """
         stream_id = strip_credentials(stream_id)
         t_start, t_end = float(t_start), float(t_end)
-        rid = make_record_id(stream_id, cls.KIND, t_start, t_end, fields[cls._ID_FIELD])
+        rid = make_record_id(stream_id, cls.KIND, t_start, t_end, id_text(cls.KIND, fields))
         return cls(record_id=rid, kind=cls.KIND, stream_id=stream_id, source=redact(source),
                    t_start=t_start, t_end=t_end, wall_start=wall_start, model=model, run_id=run_id,
                    produced_at=produced_at or _dt.datetime.now(UTC), wall_end=wall_end,
@@ -303,8 +303,21 @@ class StreamRecord:
         return make_record_id(self.stream_id, STREAMS, 0.0, 0.0, self.run_id)
 
 
+def id_text(kind: str, fields: dict) -> str:
+    """What a record's id hashes besides stream, kind and times: the label (captions: the text),
+    plus (v2) the ``track_id`` of an action and the ``detail`` of an event where they are set, so
+    two tracked people walking over the same seconds, or two zones occupied at once, keep apart."""
+    text = str(fields["text" if kind == "caption" else "label"])
+    if kind == "action" and fields.get("track_id") is not None:
+        text += f"\x1ftrack={int(fields['track_id'])}"
+    if kind == "event" and fields.get("detail") is not None:
+        text += f"\x1fdetail={fields['detail']}"
+    return text
+
+
 def make_record_id(stream_id: str, kind: str, t_start: float, t_end: float, label_or_text: str) -> str:
     """Deterministic id: sha256 of (stream_id, kind, t_start, t_end, label/text), times rounded to 1 us.
+    ``label_or_text`` is :func:`id_text` for records (the label, with a track id or detail where set).
 
     The same input gives the same id in every run, so duplicates (at-least-once delivery, re-runs)
     can be dropped by id. Returns 32 hex characters.

@@ -569,22 +569,24 @@ def format_metrics(m: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.train train --data DIR --out BUNDLE`` / ``... eval --bundle B --data DIR``."""
+    """``avgrid train --data DIR --out BUNDLE`` / ``avgrid eval --bundle B --data DIR`` (the options are
+    defined in :mod:`pipeline.cli`, which builds ``avgrid --help`` without importing torch)."""
+    from pipeline.cli import EVAL_DESCRIPTION, TRAIN_DESCRIPTION, add_eval_arguments, add_train_arguments
+
     p = argparse.ArgumentParser(prog="avgrid")
     sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train a fusion bundle from labelled clips")
-    t.add_argument("--data", required=True)
-    t.add_argument("--out", required=True)
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--window", type=int, default=8)
-    t.add_argument("--features", default="grid-stats-v1+logmel-stats-v1")
-    e = sub.add_parser("eval", help="per-head accuracy / macro-F1 / mAP of a bundle on labelled clips")
-    e.add_argument("--bundle", required=True)
-    e.add_argument("--data", required=True)
+    add_train_arguments(sub.add_parser("train", help="train a fusion bundle from labelled clips",
+                                       description=TRAIN_DESCRIPTION))
+    add_eval_arguments(sub.add_parser("eval", help="per-head accuracy / macro-F1 / mAP of a bundle on labelled "
+                                      "clips", description=EVAL_DESCRIPTION))
     args = p.parse_args(argv)
+    return run_command(args.cmd, args)
+
+
+def run_command(cmd: str, args: argparse.Namespace) -> int:
+    """Run ``train`` or ``eval`` with parsed options (see :func:`add_train_arguments`)."""
     try:
-        if args.cmd == "train":
+        if cmd == "train":
             r = train(args.data, args.out, epochs=args.epochs, seed=args.seed, window=args.window,
                       features=args.features)
             print(r)
@@ -593,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         print(m)
         return 1 if m["failed_clips"] else 0
     except (AvgridError, ValueError) as err:
-        print(f"avgrid {args.cmd}: {err}", file=sys.stderr)
+        print(f"avgrid {cmd}: {err}", file=sys.stderr)
         return 2
 
 

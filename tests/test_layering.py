@@ -1,4 +1,4 @@
-"""operators/ is pure PyTorch: it never imports ray, kafka, av, pyarrow or pipeline (DESIGN.md)."""
+"""operators/ is pure PyTorch: it never imports ray, kafka, av, pyarrow or pipeline."""
 
 import ast
 from pathlib import Path

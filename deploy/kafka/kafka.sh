@@ -5,6 +5,11 @@
 #   deploy/kafka/kafka.sh down    stop gracefully, then SIGKILL; removes the data directory
 #   deploy/kafka/kafka.sh kill    SIGKILL only, data kept (fault-injection tests restart with `up`)
 #   deploy/kafka/kafka.sh status  exit 0 when our broker process is alive
+#   deploy/kafka/kafka.sh consume TOPIC [OPTION...]
+#                                 the standard console consumer (kafka-console-consumer) on TOPIC (or on
+#                                 the topics an `--include REGEX` option names), run from the same jars;
+#                                 OPTIONs are its own (--from-beginning, --max-messages N, --timeout-ms MS,
+#                                 --property print.key=true, ...); records go to stdout, one per line
 #
 # The broker is the `org.apache.kafka:kafka_2.13` jar and its dependencies, fetched from Maven
 # Central by `mvn dependency:copy-dependencies` (cached in ~/.m2) and run with plain `java`.
@@ -13,6 +18,7 @@
 #   AVGRID_KAFKA_CONTROLLER_PORT KRaft controller port (default client port + 1)
 #   AVGRID_KAFKA_STATE           state directory: data, log, pid, config (default /tmp/avgrid-kafka-<port>)
 #   AVGRID_PYTHON                python with kafka-python, for the readiness check (default .venv/bin/python)
+#   AVGRID_KAFKA_BOOTSTRAP       `consume`: the cluster to read (default 127.0.0.1:<client port>)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,13 +41,21 @@ alive() {
 }
 
 fetch_jars() {
-  if [[ -f "$lib/.complete" ]]; then return; fi
+  # the stamp holds the pom's hash: a jar set fetched for an older pom.xml is fetched again
+  local want
+  want="$(sha256sum "$here/pom.xml" | cut -d' ' -f1)"
+  if [[ -f "$lib/.complete" && "$(cat "$lib/.complete")" == "$want" ]]; then return; fi
   command -v mvn >/dev/null || { log "mvn not found: install maven (apt-get install -y maven)"; exit 1; }
   log "fetching Kafka jars with Maven (cached in ~/.m2)..."
-  rm -rf "$lib"
+  rm -rf "$lib.new"
   mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
-      -DoutputDirectory="$lib" -DincludeScope=runtime >&2
-  touch "$lib/.complete"
+      -DoutputDirectory="$lib.new" -DincludeScope=runtime >&2
+  echo "$want" >"$lib.new/.complete"
+  # swapped in whole: a broker already running from lib/ finds the same jars at the same paths
+  rm -rf "$lib.old"
+  if [[ -d "$lib" ]]; then mv "$lib" "$lib.old"; fi
+  mv "$lib.new" "$lib"
+  rm -rf "$lib.old"
 }
 
 write_config() {
@@ -157,10 +171,25 @@ stop() {
   rm -f "$pidfile"
 }
 
+consume() {
+  # TOPIC first is --topic TOPIC; without it, name the topics in the options (--include REGEX)
+  if [[ $# -lt 1 ]]; then
+    echo "usage: $0 consume TOPIC|--include REGEX [kafka-console-consumer option...]" >&2; exit 2
+  fi
+  local topic=()
+  if [[ "$1" != -* ]]; then topic=(--topic "$1"); shift; fi
+  command -v java >/dev/null || { log "java not found: install a JDK 17 (apt-get install -y openjdk-17-jre-headless)"; exit 1; }
+  fetch_jars
+  exec java -Xmx256m -Djava.awt.headless=true "-Dlog4j2.configurationFile=$here/tools-log4j2.properties" \
+    -cp "$lib/*" org.apache.kafka.tools.consumer.ConsoleConsumer \
+    --bootstrap-server "${AVGRID_KAFKA_BOOTSTRAP:-$bootstrap}" ${topic[@]+"${topic[@]}"} "$@"
+}
+
 case "${1:-}" in
   up) up ;;
   down) stop TERM; rm -rf "$state"; log "broker on $bootstrap stopped" ;;
   kill) stop KILL; log "broker on $bootstrap killed (data kept in $state)" ;;
   status) if alive; then echo "$bootstrap"; else exit 1; fi ;;
-  *) echo "usage: $0 up|down|kill|status" >&2; exit 2 ;;
+  consume) shift; consume "$@" ;;
+  *) echo "usage: $0 up|down|kill|status|consume TOPIC|--include REGEX [OPTION...]" >&2; exit 2 ;;
 esac

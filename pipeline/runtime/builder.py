@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.records import make_record_id
+from pipeline.records import id_text, make_record_id
 from pipeline.redact import strip_credentials
 
 
@@ -56,7 +56,7 @@ class Observation:
     ``top_k`` (actions): ``((label, score), ...)`` best first. ``model`` names the operator and
     method, so records from different operators never merge; ``operator`` is the registry name
     (default: ``model`` up to its first ``:``). ``subject``, ``track_id``, ``count`` and ``detail``
-    are the v2 record fields; cells merge only when subject and track agree too. ``score`` may be
+    are the v2 record fields; cells merge only when subject, track and detail agree too. ``score`` may be
     None for a caption whose method has no confidence. ``span``: media seconds ``(t_start, t_end)``
     of an observation that covers its own stretch (emitted as one record, never merged).
     """
@@ -79,7 +79,8 @@ class Observation:
     @property
     def key(self) -> tuple:
         """What must agree for consecutive cells to merge into one record."""
-        return (self.kind, self.label, self.model, self.operator, self.modality, self.subject, self.track_id)
+        return (self.kind, self.label, self.model, self.operator, self.modality, self.subject, self.track_id,
+                self.detail)
 
 
 @dataclass
@@ -203,8 +204,7 @@ class RecordBuilder:
         return out
 
     def _own_id(self, d: Draft) -> str:
-        return make_record_id(self._id_stream, d.kind, d.t_start, d.t_end,
-                              d.fields["text"] if d.kind == "caption" else d.fields["label"])
+        return make_record_id(self._id_stream, d.kind, d.t_start, d.t_end, id_text(d.kind, d.fields))
 
     def _fields(self, obs: Observation, scores: list[float], top_k: dict, values: dict, counts: list[int],
                 detail: str | None, n_cells: int) -> dict:

@@ -30,8 +30,9 @@ from pipeline.errors import ConfigError, SinkError
 from pipeline.grid import Cell, Gap
 from pipeline.redact import redact
 from pipeline.runtime.builder import CellSpan, Draft, RecordBuilder
-from pipeline.runtime.state import InputResult, InputSpec, RunSummary, StreamRun
+from pipeline.runtime.state import Delivery, InputResult, InputSpec, RunSummary, StreamRun
 
+log = logging.getLogger("avgrid.runtime")
 GAP_MODEL = "avgrid-runtime/1 gap"   # the record's model says why: "avgrid-runtime/1 gap: reconnect"
 MAX_SOURCE_RESTARTS = 20
 ARCHIVE_DECODE_NICE = 4   # archives: decoding runs this much nicer than the operators (Ray workers: 15)
@@ -44,7 +45,9 @@ class Observer:
     def stream_started(self, run: StreamRun) -> None: ...
     def cells_annotated(self, run: StreamRun, cells: list[Cell], seconds: float) -> None: ...
     def stream_finished(self, run: StreamRun) -> None: ...
+    def records_built(self, run: StreamRun, records: list) -> None: ...   # as built, before any sink has them
     def records_delivered(self, n: int, lag_s: float) -> None: ...
+    def delivered(self, delivery: Delivery) -> None: ...
     def tick(self, runs: list[StreamRun]) -> None: ...
 
 
@@ -83,8 +86,9 @@ class Engine:
                            name=stream_id_for(p) if is_url(p) else None, display=redact(p),
                            media_origin=media_origin_for(self.cfg, p))
                  for p in map(str, paths)]
-        if not specs and not pre:
-            raise ConfigError(f"no inputs found in {', '.join(map(redact, inputs))}")
+        if not specs:       # nothing at all to read: a usage error, before Ray starts and before --out exists
+            raise ConfigError("nothing to annotate: " + ("; ".join(f"{r.input}: {r.reason}" for r in pre)
+                                                         or f"no inputs found in {', '.join(map(redact, inputs))}"))
         return self._execute(specs, pre, live=False)
 
     def run(self, sources: list[str], *, duration: float | None = None,
@@ -113,15 +117,21 @@ class Engine:
             loop = _Loop(self, ray, live=live, kafka=kafka)
             try:
                 results = loop.run(specs, duration=duration, stop=stop, pre=pre)
+            except ConfigError:
+                loop.discard()           # e.g. a profile that cannot load: this run leaves nothing in --out
+                raise
             finally:
                 loop.shutdown()
-        return RunSummary(self.run_id, pre + results, time.monotonic() - t0, list(self.models))
+        return RunSummary(self.run_id, pre + results, time.monotonic() - t0, list(self.models), live=live)
 
     def _notify(self, hook: str, *args) -> None:
         for o in self.observers:
             fn = getattr(o, hook, None)
             if fn is not None:
-                fn(*args)
+                try:
+                    fn(*args)
+                except Exception:       # a progress bar or a metric must not stop a run
+                    log.exception("observer %s.%s failed", type(o).__name__, hook)
 
 
 class _Loop:
@@ -141,6 +151,7 @@ class _Loop:
         profile = {"profile": self.cfg.profile, "bundle": self.cfg.bundle, "grid": self.cfg.grid,
                    "device": "cuda" if gpus else "cpu", "factory": engine.analyzer,
                    "action_model": self.cfg.action_model, "action_weights": self.cfg.action_weights}
+        profile["zones"] = self.cfg.zones       # per-stream zones reach the operator actors with the profile
         self.pool = [actors.remote(actors.OperatorWorker, kind="operator", num_cpus=min(1.0, cpus / n_ops),
                                    num_gpus=(gpus / n_ops if gpus else 0.0),
                                    name=f"avgrid-{tag}-operator-{i}" if tag else None)
@@ -158,7 +169,8 @@ class _Loop:
             raise SinkError(f"the sink actor did not start: {_cause(e)}") from None
         if "error" in ready:     # nothing has been decoded yet: no input is lost by stopping here
             raise SinkError(ready["error"])
-        self.committed = set(ready["committed"])
+        # input -> its commit marker (run, time, fingerprint of content and settings)
+        self.committed = ready.get("markers") or {k: {} for k in ready["committed"]}
         self.sink_incarnation = None
         self.sink_dead: str | None = None     # the sink actor is gone for good: why
         self.first_media_at: float | None = None     # when the first cell of any stream arrived
@@ -173,26 +185,58 @@ class _Loop:
         described, self.describing = self.ray.get(self.describing), []
         for d in described:
             if "error" in d:
-                raise ConfigError(f"profile {self.cfg.profile}: {d['error']}")
+                from pipeline.preflight import profile_error
+
+                raise ConfigError(profile_error(self.cfg, d["error"]))
         self.e.models = described[0]["models"]
         self.grid = self.grid or described[0].get("grid") or self.cfg.grid
+        log.debug("%d operator actors ready: %s", len(described), ", ".join(self.e.models))
 
     # stream lifecycle ------------------------------------------------------------
     def _start(self, spec: InputSpec) -> StreamRun | None:
+        from pipeline import fingerprint
+
         result = InputResult(input=spec.display or redact(spec.url))
-        if spec.commit_key is not None and spec.commit_key in self.committed:
-            result.status, result.reason = "skipped", "already committed in this dataset"
-            result.stream_id = spec.name or spec.commit_key
-            self.results.append(result)
-            self._stream_row(result, spec.display or spec.url)
-            return None
+        content = None
+        if spec.commit_key is not None:
+            # skip only what the same content and settings made (pipeline/fingerprint.py)
+            content = fingerprint.content_of(spec.url, full_hash=self.cfg.full_hash)
+            marker = self.committed.get(spec.commit_key)
+            decision = fingerprint.decide(marker, content, lambda: self._settings(spec), force=self.cfg.force,
+                                          delivered_to=fingerprint.destinations(self.cfg))
+            result.reason = decision.reason
+            if decision.reason:
+                log.debug("%s: %s", result.input, decision.reason)
+            if decision.skip:
+                result.status = "skipped"
+                result.stream_id = spec.name or spec.commit_key
+                self.results.append(result)
+                self._stream_row(result, spec.display or spec.url,
+                                 settings=(marker.get("fingerprint") or {}).get("settings"))
+                return None
         self.gen += 1
         run = StreamRun(spec, None, result)
         run.gen = self.gen
+        run.content = content
         self._source_for(run)
         self.runs.append(run)
         self.results.append(result)
         return run
+
+    def _settings(self, spec: InputSpec) -> dict:
+        """The settings that shape ``spec``'s records (waits for the operators: their model ids count)."""
+        from pipeline.fingerprint import settings_fingerprint
+
+        if self.describing:
+            self._operators_ready()
+        return settings_fingerprint(self.cfg, grid=self.grid, models=self.e.models, media_origin=spec.media_origin)
+
+    def discard(self) -> None:
+        """The run ends in a configuration error: the sink removes whatever this run wrote."""
+        try:
+            self.ray.get(self.sink.discard.remote(), timeout=30.0)
+        except Exception as e:
+            log.warning("could not remove this run's output: %s", _cause(e))
 
     def _source_for(self, run: StreamRun, fresh: bool = False) -> None:
         """Give ``run`` a source actor: an idle one (archives; a new process costs ~1 CPU-s) or a new one."""
@@ -296,7 +340,13 @@ class _Loop:
             result = InputResult(input=spec.display or redact(spec.url), status="failed",
                                  reason=f"not started: {self.sink_dead}")
             if spec.commit_key is not None and spec.commit_key in self.committed:
-                result.status, result.reason = "skipped", "already committed in this dataset"
+                from pipeline import fingerprint
+
+                d = fingerprint.decide(self.committed[spec.commit_key], fingerprint.content_of(spec.url,
+                                       full_hash=self.cfg.full_hash), lambda: self._settings(spec), force=self.cfg.force,
+                                       delivered_to=fingerprint.destinations(self.cfg))
+                if d.skip:
+                    result.status, result.reason = "skipped", d.reason
             self.results.append(result)
 
     def _room_to_decode(self) -> bool:
@@ -563,11 +613,15 @@ class _Loop:
         from pipeline.records import RECORD_TYPES
 
         source = (r.info or {}).get("source") or r.spec.display
+        built = []
         for d in drafts:
             rec = RECORD_TYPES[d.kind].make(stream_id=d.stream_id, source=source, run_id=self.e.run_id,
                                             **d.record_kwargs())
             r.held.append(rec)
             r.result.records[d.kind] += 1
+            built.append(rec)
+        if built:
+            self.e._notify("records_built", r, built)
 
     def _advance(self, r: StreamRun) -> None:
         """Gaps at the head of the queue, live deliveries, and the end of a stream."""
@@ -601,7 +655,12 @@ class _Loop:
             r.last_flush, r.unflushed = time.monotonic(), False
         else:
             r.unflushed = True
-        ref = self.sink.deliver.remote(records, commit_key, flush or final)
+        meta = None
+        if commit_key is not None:     # the commit marker keeps what made these records (re-runs compare it)
+            from pipeline.fingerprint import destinations, fingerprint
+
+            meta = fingerprint(r.content or {}, self._settings(r.spec), destinations(self.cfg))
+        ref = self.sink.deliver.remote(records, commit_key, flush or final, meta)
         # until a flush succeeds, a restarted sink actor would have lost them: keep them to resend
         r.unacked.extend(records)
         self.refs[ref] = ("sink", r, records, final, flush or final)
@@ -635,6 +694,7 @@ class _Loop:
         now = _dt.datetime.now(_dt.timezone.utc)
         lag = max([(now - rec.produced_at).total_seconds() for rec in records] or [0.0])
         self.e._notify("records_delivered", len(records), lag)
+        self.e._notify("delivered", Delivery.of(records, out, lag))
         if final and not r.finished:
             self._finish_ok(r)
 
@@ -647,8 +707,11 @@ class _Loop:
             r.result.duration_s = r.result.media_s
         self._end(r)
 
-    def _stream_row(self, result: InputResult, source: str, run: StreamRun | None = None) -> None:
-        """One row of the ``streams`` dataset/topic for an input that ended (ok, failed or skipped)."""
+    def _stream_row(self, result: InputResult, source: str, run: StreamRun | None = None,
+                    settings: dict | None = None) -> None:
+        """One row of the ``streams`` dataset/topic for an input that ended (ok, failed or skipped).
+        ``settings``: what made the input's records (a skipped input: the committing run's settings)."""
+        from pipeline.fingerprint import settings_fingerprint
         from pipeline.records import StreamRecord
 
         facts = dict(getattr(run, "facts", None) or {}) if run is not None else {}
@@ -657,12 +720,13 @@ class _Loop:
         started = now - _dt.timedelta(seconds=result.wall_s) if run is not None else now
         known = {k: facts.get(k) for k in ("t0_s", "media_origin", "media_origin_from", "video_codec", "width",
                                            "height", "fps", "audio_codec", "sample_rate_hz", "channels")}
-        grid = self.grid or self.cfg.grid
-        settings = {"profile": self.cfg.profile, "models": list(self.e.models),
-                    "grid": {"hop_s": grid.hop_s, "fps": grid.fps, "frame_size": [grid.frame_height, grid.frame_width]}}
+        if settings is None:
+            settings = settings_fingerprint(self.cfg, grid=self.grid or self.cfg.grid, models=self.e.models,
+                                            media_origin=run.spec.media_origin if run is not None else None)
+        status = result.status if result.status in ("ok", "failed", "skipped") else "failed"
         row = StreamRecord.make(
-            stream_id=result.stream_id or result.input, source=source, run_id=self.e.run_id, status=result.status
-            if result.status in ("ok", "failed", "skipped") else "failed", error=result.reason or None, live=live,
+            stream_id=result.stream_id or result.input, source=source, run_id=self.e.run_id, status=status,
+            error=(result.reason or None) if status != "ok" else None, live=live,
             duration_s=result.duration_s if result.duration_s is not None else (result.media_s or None),
             cells=result.cells, records=sum(result.records.values()), gaps=result.gaps,
             settings=json.dumps(settings, sort_keys=True), started_at=started, finished_at=now, **known)

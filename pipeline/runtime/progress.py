@@ -68,15 +68,20 @@ class ProgressBars(Observer):
 
 
 def lag_s(run: StreamRun, hop_s: float) -> float | None:
-    """How far the annotated media is behind: capture clock for live cells, else median cell latency."""
+    """How far the annotated media is behind, in seconds, never negative.
+
+    Live cells: now minus the capture time of the end of the last annotated cell. The capture clock
+    is an estimate from packet arrival (see the README), so a cell can look a little early; that is
+    clamped to 0, since no record can be made before its media arrived. Archives: the median time
+    from a cell's arrival in the driver to its records."""
     import datetime as _dt
 
     last = run.last_cell
     if last is not None and last.wall_start is not None:
         now = _dt.datetime.now(_dt.timezone.utc)
-        return (now - last.wall_start).total_seconds() - hop_s
+        return max(0.0, (now - last.wall_start).total_seconds() - hop_s)
     if run.latencies:
-        return statistics.median(run.latencies)
+        return max(0.0, statistics.median(run.latencies))
     return None
 
 
@@ -89,13 +94,39 @@ def fps(run: StreamRun, window_s: float = 5.0) -> float:
     return sum(n for _, n in recent) / window_s
 
 
+def stall_after_s(hop_s: float) -> float:
+    """No media for this long and a stream counts as stalled: 5 s, or 3 cells of a longer hop."""
+    return max(5.0, 3.0 * hop_s)
+
+
+def state_text(run: StreamRun, now: float, hop_s: float) -> str:
+    """``running``, ``connecting (4 s)``, ``reconnecting (no media for 9 s)``, ``stalled (no media for 12 s)``."""
+    state = run.liveness(now, stall_after_s(hop_s))
+    quiet = run.no_media_s(now)
+    if state == "connecting":
+        return f"connecting ({quiet:.0f} s)"
+    if state in ("stalled", "reconnecting"):
+        return f"{state} (no media for {quiet:.0f} s)"
+    return state
+
+
 class StatusLines(Observer):
-    """``avgrid run``: one line per stream every ``interval_s`` (fps, lag, drops, reconnects, records)."""
+    """``avgrid run``: one line per stream every ``interval_s``: its state, then fps, lag, cells, gaps,
+    drops, reconnects, records and uptime."""
 
     def __init__(self, interval_s: float, hop_s: float, *, file=None):
         self.interval_s, self.hop_s = interval_s, hop_s
         self.file = file or sys.stderr
         self._last = time.monotonic()
+
+    def line(self, r: StreamRun, now: float) -> str:
+        lag = lag_s(r, self.hop_s)
+        name = r.result.stream_id or r.spec.display
+        res = r.result
+        return (f"[{time.strftime('%H:%M:%S')}] {name}: {state_text(r, now, self.hop_s)}  {fps(r):.1f} fps  "
+                f"lag {'-' if lag is None else f'{lag:.2f} s'}  cells {res.cells}  gaps {res.gaps}  "
+                f"dropped {res.dropped_cells}  reconnects {res.reconnects}  records {sum(res.records.values())}  "
+                f"up {now - r.started:.0f} s")
 
     def tick(self, runs: list[StreamRun]) -> None:
         now = time.monotonic()
@@ -103,9 +134,44 @@ class StatusLines(Observer):
             return
         self._last = now
         for r in runs:
-            lag = lag_s(r, self.hop_s)
-            name = r.result.stream_id or r.spec.display
-            print(f"[{time.strftime('%H:%M:%S')}] {name}: {fps(r):5.1f} fps  lag "
-                  f"{'-' if lag is None else f'{lag:.2f} s'}  dropped {r.result.dropped_cells}  "
-                  f"reconnects {r.result.reconnects}  records {sum(r.result.records.values())}",
-                  file=self.file, flush=True)
+            print(self.line(r, now), file=self.file, flush=True)
+
+
+class DebugLog(Observer):
+    """``-v``: what the driver sees, as debug lines of the ``avgrid.run`` logger (stderr): streams
+    opening and ending, state changes, every operator call and sink delivery with its timing."""
+
+    def __init__(self, hop_s: float = 1.0):
+        import logging
+
+        self.log = logging.getLogger("avgrid.run")
+        self.hop_s = hop_s
+        self._states: dict[int, str] = {}
+
+    def stream_started(self, run: StreamRun) -> None:
+        info = run.info or {}
+        self.log.debug("%s: opened %s (%s, duration %s s)", run.result.stream_id, run.spec.display,
+                       "live" if info.get("is_live") else "archive", info.get("duration_s"))
+
+    def cells_annotated(self, run: StreamRun, cells, seconds: float) -> None:
+        self.log.debug("%s: cells %d-%d (media %.1f-%.1f s) annotated in %.3f s", run.result.stream_id,
+                       cells[0].index, cells[-1].index, cells[0].t_start, cells[-1].t_end, seconds)
+
+    def records_delivered(self, n: int, lag_s: float) -> None:
+        self.log.debug("sinks took %d records, %.2f s after they were built", n, lag_s)
+
+    def tick(self, runs: list[StreamRun]) -> None:
+        now = time.monotonic()
+        for r in runs:
+            state = r.liveness(now, stall_after_s(self.hop_s))
+            if self._states.get(id(r)) != state:
+                self.log.debug("%s: %s -> %s (source reports %s, queue %d cells)", r.result.stream_id or r.spec.display,
+                               self._states.get(id(r), "new"), state, r.source_state, r.queue_depth + r.queued_cells)
+                self._states[id(r)] = state
+
+    def stream_finished(self, run: StreamRun) -> None:
+        res = run.result
+        self._states.pop(id(run), None)
+        self.log.debug("%s: %s%s after %d cells, %d records, %d gaps, %.1f s", res.stream_id or res.input, res.status,
+                       f" ({res.reason})" if res.reason else "", res.cells, sum(res.records.values()), res.gaps,
+                       res.wall_s)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -21,6 +20,23 @@ class InputSpec:
     commit_key: str | None = None        # archives: the key marked done in the dataset after the last record
     display: str = ""                    # what the summary shows (password masked)
     media_origin: object = None          # archives: datetime of the first cell given by the user, or None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One sink call's records as observers see them: counts per kind, the sinks that took them
+    (``ParquetSink``, ``KafkaSink``), those that failed, and the lag from building to acceptance."""
+
+    by_kind: dict
+    sinks: tuple
+    failed_sinks: tuple = ()
+    lag_s: float = 0.0
+
+    @classmethod
+    def of(cls, records: list, out: dict, lag_s: float) -> "Delivery":
+        took = tuple(out.get("sinks") or ())
+        failed = tuple(n for n in (out.get("errors") or {}) if n not in took and out["errors"].get(n))
+        return cls(dict(Counter(r.kind for r in records)), took, failed if records else (), lag_s)
 
 
 @dataclass
@@ -49,6 +65,7 @@ class RunSummary:
     inputs: list[InputResult]
     wall_s: float = 0.0
     models: list[str] = field(default_factory=list)
+    live: bool = False                   # avgrid run: the summary speaks of streams, uptime and gaps
 
     @property
     def failures(self) -> list[InputResult]:
@@ -70,31 +87,55 @@ class RunSummary:
         """0 when every input succeeded (or was already done), 1 when some failed."""
         return 1 if self.failures else 0
 
-    def table(self) -> str:
-        """A plain-text summary: one row per input, totals, then failures with reasons."""
+    def table(self, failures: bool = True) -> str:
+        """A plain-text summary: one row per input, totals, why inputs were skipped or annotated again,
+        then (``failures``) the failures with their reasons (the CLI prints those on stderr instead)."""
         from pipeline.records import KINDS
 
-        head = ["input", "status", "media s", "cells"] + list(KINDS) + ["dropped", "reconnects"]
-        rows = []
-        for r in self.inputs:
-            rows.append([_short(r.input), r.status, f"{r.media_s:.1f}", str(r.cells)]
-                        + [str(r.records.get(k, 0)) for k in KINDS] + [str(r.dropped_cells), str(r.reconnects)])
+        if self.live:
+            head = ["stream", "status", "uptime s", "cells", "gaps"] + list(KINDS) + ["dropped", "reconnects"]
+            row = lambda r: [_short(r.input), r.status, f"{r.wall_s:.1f}", str(r.cells), str(r.gaps)]
+            total_row = ["TOTAL", f"{len(self.inputs) - len(self.failures)}/{len(self.inputs)} ok",
+                         f"{self.wall_s:.1f}", str(sum(r.cells for r in self.inputs)),
+                         str(sum(r.gaps for r in self.inputs))]
+        else:
+            head = ["input", "status", "media s", "cells"] + list(KINDS) + ["dropped", "reconnects"]
+            row = lambda r: [_short(r.input), r.status, f"{r.media_s:.1f}", str(r.cells)]
+            total_row = ["TOTAL", f"{len(self.inputs) - len(self.failures)}/{len(self.inputs)} ok",
+                         f"{self.media_s:.1f}", str(sum(r.cells for r in self.inputs))]
+        rows = [row(r) + [str(r.records.get(k, 0)) for k in KINDS] + [str(r.dropped_cells), str(r.reconnects)]
+                for r in self.inputs]
         tot = self.records
-        rows.append(["TOTAL", f"{len(self.inputs) - len(self.failures)}/{len(self.inputs)} ok",
-                     f"{self.media_s:.1f}", str(sum(r.cells for r in self.inputs))]
-                    + [str(tot.get(k, 0)) for k in KINDS]
+        rows.append(total_row + [str(tot.get(k, 0)) for k in KINDS]
                     + [str(sum(r.dropped_cells for r in self.inputs)), str(sum(r.reconnects for r in self.inputs))])
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
         fmt = lambda row: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
         lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows[:-1]]
         lines += ["  ".join("-" * w for w in widths), fmt(rows[-1])]
-        speed = self.media_s / self.wall_s if self.wall_s > 0 else math.nan
-        lines.append(f"run {self.run_id}: {self.media_s:.1f} media s in {self.wall_s:.1f} s ({speed:.2f}x realtime)"
-                     + (f"; models: {', '.join(self.models)}" if self.models else ""))
-        if self.failures:
-            lines.append(f"{len(self.failures)} input(s) failed:")
-            lines += [f"  {r.input}: {r.reason}" for r in self.failures]
+        models = f"; models: {', '.join(self.models)}" if self.models else ""
+        if self.live:
+            n = len(self.inputs)
+            lines.append(f"run {self.run_id}: {n} stream{'s' * (n != 1)} for {self.wall_s:.1f} s: "
+                         f"{sum(r.cells for r in self.inputs)} cells, {sum(r.gaps for r in self.inputs)} gaps, "
+                         f"{sum(r.reconnects for r in self.inputs)} reconnects, "
+                         f"{sum(r.dropped_cells for r in self.inputs)} dropped cells" + models)
+        else:
+            speed = f" ({self.media_s / self.wall_s:.2f}x realtime)" if self.wall_s > 0 and self.media_s > 0 else ""
+            lines.append(f"run {self.run_id}: {self.media_s:.1f} media s in {self.wall_s:.1f} s{speed}{models}")
+        notes = [r for r in self.inputs if r.reason and r.status in ("ok", "skipped")]
+        if notes:
+            lines.append("why:")
+            lines += [f"  {r.input}: {r.status}: {r.reason}" if r.status == "skipped" else f"  {r.input}: {r.reason}"
+                      for r in notes]
+        if failures and self.failures:
+            lines += self.failure_lines()
         return "\n".join(lines)
+
+    def failure_lines(self) -> list[str]:
+        """``N input(s) failed:`` and one ``  <input>: <reason>`` line per failure ([] when none did)."""
+        if not self.failures:
+            return []
+        return [f"{len(self.failures)} input(s) failed:"] + [f"  {r.input}: {r.reason}" for r in self.failures]
 
 
 def _short(s: str, n: int = 48) -> str:
@@ -142,6 +183,7 @@ class StreamRun:
         self.gen = 0                               # which input of the run the source actor is told it is
         self.reused = False                        # the source actor decoded an earlier file of this run
         self.released = False                      # decoding ended cleanly; the actor went back to the idle pool
+        self.content: dict | None = None           # archives: the input's content fingerprint, for its commit
 
     def liveness(self, now: float, stall_s: float = 5.0) -> str:
         """``connecting`` (opening, nothing arrived yet), ``running``, ``reconnecting`` (the source lost

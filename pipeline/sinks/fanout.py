@@ -62,10 +62,11 @@ class FanOut:
             except Exception as e:  # noqa: BLE001
                 self._fail(name, "close", e, {_ALL})
 
-    def commit_input(self, input_key: str) -> bool:
+    def commit_input(self, input_key: str, meta: dict | None = None) -> bool:
         """Commit ``input_key`` in every sink; durable markers (sinks with ``committed_inputs``,
-        i.e. Parquet) are written last and only when every other sink has the input's records.
-        Returns False (and logs why) when the input must be redone by a re-run."""
+        i.e. Parquet) are written last and only when every other sink has the input's records, and
+        hold ``meta`` (the re-run fingerprint). Returns False (and logs why) when the input must be
+        redone by a re-run."""
         ordered = sorted(self.sinks.items(), key=lambda kv: hasattr(kv[1], "committed_inputs"))
         for name, sink in ordered:
             missed = self._missed[name]
@@ -75,7 +76,12 @@ class FanOut:
                 return False
             try:
                 commit = getattr(sink, "commit_input", None)
-                commit(input_key) if commit else sink.flush()
+                if commit is None:
+                    sink.flush()
+                elif meta is not None and hasattr(sink, "committed_inputs"):
+                    commit(input_key, meta)
+                else:
+                    commit(input_key)
             except Exception as e:  # noqa: BLE001
                 self._fail(name, "commit", e, {input_key})
                 log.error("input %s not committed: sink %s failed", redact(input_key), name)
@@ -86,6 +92,27 @@ class FanOut:
         """Inputs committed in every sink that keeps durable markers."""
         sets = [s.committed_inputs() for s in self.sinks.values() if hasattr(s, "committed_inputs")]
         return set.intersection(*sets) if sets else set()
+
+    def commit_markers(self) -> dict[str, dict]:
+        """Input -> its commit marker, for the inputs :meth:`committed_inputs` lists (the first
+        marker-keeping sink's marker; sinks without ``commit_markers`` give ``{}`` per input)."""
+        keep = self.committed_inputs()
+        for sink in self.sinks.values():
+            markers = getattr(sink, "commit_markers", None)
+            if markers is not None:
+                got = markers()
+                return {k: got.get(k, {}) for k in keep}
+        return {k: {} for k in keep}
+
+    def discard(self) -> None:
+        """Sinks that can forget this run's output (Parquet) do; the others are left as they are."""
+        for name, sink in self.sinks.items():
+            fn = getattr(sink, "discard", None)
+            if fn is not None:
+                try:
+                    fn()
+                except Exception as e:  # noqa: BLE001
+                    self._fail(name, "discard", e, {_ALL})
 
     @property
     def stats(self) -> dict[str, dict]:

@@ -7,7 +7,8 @@ Layout (``partition_by=("stream_id",)`` adds a hive directory ``stream_id=<id>/`
     <out>/<kind>/part-empty.parquet                          zero rows: a kind nothing was found of stays readable
     <out>/streams/part-streams-<run_id>-<seq>.parquet        one row per input per run (status, media facts)
     <out>/_avgrid/runs/<run_id>.json                         per-run manifest: files, rows, commits
-    <out>/_avgrid/commits/<input hash>.json                  input committed: the exact files holding it
+    <out>/_avgrid/commits/<input hash>.json                  input committed: the exact files holding it, and
+                                                             the fingerprint of its content and settings
 
 Every file is written under a temporary name, fsynced and renamed atomically, so pyarrow.dataset
 and DuckDB (``read_parquet('<out>/<kind>/**/*.parquet', hive_partitioning=true)``) never see a
@@ -20,7 +21,12 @@ between the marker and the deletes. So an archive run killed at any point and ru
 ``committed_inputs()``) ends with the same record ids as one clean run, without duplicates.
 Uncommitted leftovers of an input stay readable until that input is committed again (at-least-once:
 duplicates carry the same ``record_id``). Live streams are never committed, so nothing of theirs is
-ever deleted.
+ever deleted. ``commit_input(key, meta)`` stores ``meta`` in the marker (the engine's re-run
+fingerprint, :mod:`pipeline.fingerprint`); ``commit_markers()`` gives every marker back.
+
+Nothing is created in ``<out>`` before the first write or commit: a run that stops before (a
+profile that cannot load, say) leaves no trace, and ``discard()`` removes what a run wrote when it
+ends in a configuration error before committing anything.
 """
 
 from __future__ import annotations
@@ -86,6 +92,9 @@ class ParquetSink:
         self._started = _now()
         self._closed = False
         self._placeholders: set[str] | None = None   # kinds whose dataset holds only the zero-row file
+        self._written: list[str] = []        # every file this run wrote (relative), for discard()
+        self._created_dirs: list[Path] = []  # directories this run created, outermost first
+        self._manifest_written = False
 
     @classmethod
     def open(cls, out_dir: str | os.PathLike, *, run_id: str, roll_rows: int = 100_000,
@@ -107,8 +116,6 @@ class ParquetSink:
         if roll_rows < 1 or roll_seconds <= 0:
             raise ValueError(f"roll_rows={roll_rows}, roll_seconds={roll_seconds}: both must be positive")
         out = Path(out_dir)
-        for sub in ("runs", "commits"):
-            (out / BOOKKEEPING / sub).mkdir(parents=True, exist_ok=True)
         committed = _read_commits(out)
         earlier = _scan(out)
         if (out / BOOKKEEPING / "runs" / f"{run_id}.json").exists():
@@ -117,7 +124,6 @@ class ParquetSink:
         sink = cls(out, run_id=run_id, roll_rows=roll_rows, roll_seconds=roll_seconds,
                    partition_by=tuple(partition_by), compression=compression, committed=committed,
                    earlier_files=earlier)
-        sink._write_manifest()
         return sink
 
     # -- Sink -----------------------------------------------------------------------------------
@@ -129,7 +135,10 @@ class ParquetSink:
         if self._placeholders is None:
             # the first thing a run writes: from now on every kind's dataset is readable (a run that
             # stops before, e.g. on a profile that cannot load, leaves no datasets behind)
-            self._placeholders = _ensure_every_dataset(self.out, self.compression)
+            self._mkdirs(self.out)
+            had = {k for k in KINDS + (STREAMS,) if (self.out / k / EMPTY_FILE).is_file()}
+            self._placeholders = _ensure_every_dataset(self.out, self.compression, self._mkdirs)
+            self._written += [f"{k}/{EMPTY_FILE}" for k in self._placeholders - had]
         groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
         streams = []
         for r in records:
@@ -170,21 +179,45 @@ class ParquetSink:
         self.flush()
         self._roll((STREAMS, ""))
         self._closed = True
-        self._write_manifest(finished=True)
+        if self._manifest_written:       # a run that wrote nothing leaves nothing
+            self._write_manifest(finished=True)
+
+    def discard(self) -> None:
+        """Forget this run: drop buffered rows, remove the files and directories it created.
+
+        For a run that ends in a configuration error before anything was annotated; refused once
+        an input was committed (those records are what a re-run skips)."""
+        if self._committed_here:
+            raise SinkError(f"parquet {self.out}: cannot discard run {self.run_id}: it committed "
+                            f"{len(self._committed_here)} inputs")
+        self._buffers.clear()
+        self._closed = True
+        manifest = f"{BOOKKEEPING}/runs/{self.run_id}.json"
+        _remove(self.out, set(self._written) | {manifest})
+        for d in reversed(self._created_dirs):       # innermost first; only where nothing else lives
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
     # -- inputs ---------------------------------------------------------------------------------
 
-    def commit_input(self, input_key: str) -> None:
+    def commit_input(self, input_key: str, meta: dict | None = None) -> None:
         """Every record of input ``input_key`` (its stream_id) is on disk: mark it committed.
 
         Writes the input's buffered rows, then the commit marker (the exact files holding the
-        input), then removes what earlier attempts left of the same input.
+        input, plus ``meta`` under ``"fingerprint"``), then removes what earlier attempts and runs
+        left of the same input.
         """
         for key in [k for k in self._buffers if k[1] == input_key]:
             self._roll(key)
         files = sorted(self._files.get(input_key, ()))
         marker = {"input": input_key, "run_id": self.run_id, "files": files, "committed_at": _now()}
-        _atomic_write(self._marker_path(input_key), json.dumps(marker, indent=1).encode())
+        if meta is not None:
+            marker["fingerprint"] = meta
+        path = self._marker_path(input_key)
+        self._mkdirs(path.parent)
+        _atomic_write(path, json.dumps(marker, indent=1).encode())
         self._committed[input_key] = marker
         self._committed_here.add(input_key)
         _remove(self.out, self._earlier_files.pop(input_hash(input_key), set()) - set(files))
@@ -193,6 +226,10 @@ class ParquetSink:
     def committed_inputs(self) -> set[str]:
         """Inputs whose records are all durable, from earlier runs of this directory and this one."""
         return set(self._committed)
+
+    def commit_markers(self) -> dict[str, dict]:
+        """Input -> its commit marker (``run_id``, ``committed_at``, ``files``, ``fingerprint`` if any)."""
+        return {k: dict(v) for k, v in self._committed.items()}
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -214,7 +251,9 @@ class ParquetSink:
         owner = "streams" if kind == STREAMS else input_hash(stream_id)
         rel = "/".join([kind, *parts, f"part-{owner}-{self.run_id}-{self._seq:06d}.parquet"])
         try:
+            self._mkdirs((self.out / rel).parent)
             _atomic_write_table(self.out / rel, table, self.compression)
+            self._written.append(rel)
         except OSError as e:
             # the rows stay buffered: a later flush may succeed (disk full, ...)
             self._buffers[key] = buf
@@ -232,7 +271,19 @@ class ParquetSink:
     def _marker_path(self, input_key: str) -> Path:
         return self.out / BOOKKEEPING / "commits" / f"{input_hash(input_key)}.json"
 
+    def _mkdirs(self, d: Path) -> None:
+        """``mkdir -p d``, remembering what this run created (for discard)."""
+        missing = []
+        while not d.exists():
+            missing.append(d)
+            d = d.parent
+        for m in reversed(missing):
+            m.mkdir(exist_ok=True)
+            self._created_dirs.append(m)
+
     def _write_manifest(self, finished: bool = False) -> None:
+        self._manifest_written = True
+        self._mkdirs(self.out / BOOKKEEPING / "runs")
         manifest = {"run_id": self.run_id, "started_at": self._started, "updated_at": _now(),
                     "finished": finished, "files": {k: v for k, v in self._files.items()},
                     "rows": dict(self.stats.written), "committed": sorted(self._committed_here),
@@ -278,7 +329,7 @@ def _atomic_write(final: Path, data: bytes) -> None:
 EMPTY_FILE = "part-empty.parquet"
 
 
-def _ensure_every_dataset(out: Path, compression: str) -> set[str]:
+def _ensure_every_dataset(out: Path, compression: str, mkdirs=None) -> set[str]:
     """Every kind's dataset (and ``streams``) exists with at least one readable file: a zero-row file
     with the current schema where a kind holds no other, so readers never fail on a kind nothing was
     found of (DuckDB: "No files found", Spark: PATH_NOT_FOUND). Returns the kinds that hold only it
@@ -290,6 +341,8 @@ def _ensure_every_dataset(out: Path, compression: str) -> set[str]:
                                  for _d, _s, names in os.walk(base) for n in names):
             continue
         if not (base / EMPTY_FILE).is_file():
+            if mkdirs is not None:
+                mkdirs(base)
             _atomic_write_table(base / EMPTY_FILE, empty_table(kind), compression)
         only_empty.add(kind)
     return only_empty

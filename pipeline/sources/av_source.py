@@ -4,7 +4,9 @@ What a user can rely on:
 
 * The first video and first audio stream are read together in one demux pass, video with frame
   threading. Only frames a grid slot picks are scaled and converted (FFmpeg swscale, straight to
-  RGB24 at the grid size; the aspect ratio is not kept). Audio goes through FFmpeg's resampler to
+  RGB24 at the grid size; the aspect ratio is not kept). A grid with a detection view
+  (``GridConfig.detect_px``) also scales its slots' frames once more, aspect kept, never upscaled,
+  with a scaler context of its own. Audio goes through FFmpeg's resampler to
   16 kHz mono float32 and is placed by its PTS.
 * Files: cell 0 starts at the earliest start time of the two streams (a clip starting at 5.0 s
   has cell 0 = [5.0, 6.0)). A slot takes the frame with the nearest PTS if it is at most one
@@ -182,6 +184,8 @@ class AVSource(Source):
         self._tol = grid.hop_s / grid.frames_per_cell
         self._has = (False, False)
         self._reformatter = VideoReformatter()
+        self._detect_reformatter = VideoReformatter()   # the detection view's own scaler context
+        self._detect_hw: tuple[int, int] | None = None
         self._last_packet_mono = time.monotonic()
         self._arrivals = _ArrivalClock(options.clock_window_s)   # live: this segment's capture clock
         self._live_gap = ""             # live: reason of the gap to emit before the next segment's first cell
@@ -322,6 +326,8 @@ class AVSource(Source):
             # one nominal frame interval; a rate above 120 fps is taken for a time base, not a rate
             self._tol = max(float(1 / rate), 1 / 120) if rate else self.grid.hop_s / self.grid.frames_per_cell
         self._has = (vs is not None, as_ is not None)
+        if vs is not None and self.grid.detect_per_cell:
+            self._detect_hw = self._detect_size(vs.codec_context.width, vs.codec_context.height)
         self._resampler = None
         if as_ is not None:
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.grid.sample_rate_hz)
@@ -431,6 +437,19 @@ class AVSource(Source):
         return self._reformatter.reformat(frame, width=self.grid.frame_width, height=self.grid.frame_height,
                                           format="rgb24", interpolation="AREA").to_ndarray()
 
+    def _detect_size(self, width: int | None, height: int | None) -> tuple[int, int]:
+        if width and height:
+            return self.grid.detect_size(width, height)
+        return self.grid.detect_size(16, 9)    # size unknown before the first frame: assume 16:9
+
+    def _convert_detect(self, frame) -> np.ndarray:
+        # the detection view: aspect kept, never upscaled (see GridConfig.detect_size); AREA when
+        # it shrinks, BILINEAR when only the pixel format changes
+        h, w = self._detect_hw
+        shrink = w < frame.width or h < frame.height
+        return self._detect_reformatter.reformat(frame, width=w, height=h, format="rgb24",
+                                                 interpolation="AREA" if shrink else "BILINEAR").to_ndarray()
+
     # -- segments ----------------------------------------------------------------------------
     def _route(self, kind: str, t: float) -> bool:
         """Place a frame at ``t`` (source clock) in a segment; False drops it.
@@ -489,7 +508,9 @@ class AVSource(Source):
         aligner = GridAligner(self.grid, stream_id=self.stream_id, t0_s=t0, has_video=has_v, has_audio=has_a,
                               frame_tolerance_s=self._tol if has_v else 1.0, convert=self._convert,
                               segment=self._n_segments, time_offset_s=offset, source=self.source,
-                              is_live=self.is_live, max_lag_s=self.options.max_lag_s, wall_t0=wall_t0)
+                              is_live=self.is_live, max_lag_s=self.options.max_lag_s, wall_t0=wall_t0,
+                              convert_detect=self._convert_detect if self._detect_hw else None,
+                              detect_hw=self._detect_hw)
         self._seg = _Segment(aligner, t0)
         self._n_segments += 1
         self._pending_gap = ""

@@ -3,12 +3,14 @@
 URL query (all optional): ``duration`` s (absent = endless), ``fps`` (video frame rate, 25),
 ``flashes`` / ``clicks`` (comma-separated media seconds), ``tone`` (Hz, a continuous sine at 0.1 of
 full scale), ``audio`` / ``video`` (``0`` drops one), ``realtime`` (pace at wall-clock speed; makes
-the source live, with ``wall_start`` on its cells). ``open_source(..., live=True)`` without
+the source live, with ``wall_start`` on its cells). A grid with a detection view gets it rendered at
+:data:`DETECT_SOURCE_SIZE` (a 640x360 "camera", scaled down to fit ``detect_px``). ``open_source(..., live=True)`` without
 ``realtime`` gives a live source that runs as fast as it can (tests of drop-oldest). Example: ``synthetic:?duration=10&flashes=2&clicks=2``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import time
 from urllib.parse import parse_qs
@@ -19,6 +21,9 @@ from pipeline.errors import SourceError
 from pipeline.grid import GridAligner, GridConfig
 from pipeline.sources.base import Source, SourceOptions
 from pipeline.synth import MediaSpec, frame_times, render_audio, render_frame
+
+
+DETECT_SOURCE_SIZE = (640, 360)       # (width, height) the detection view pretends the camera has
 
 
 def _floats(q: dict, key: str) -> tuple[float, ...]:
@@ -51,9 +56,16 @@ class SyntheticSource(Source):
         spec, hop = self._spec, self.grid.hop_s
         wall0 = _dt.datetime.now(_dt.timezone.utc) if self.is_live else None
         mono0 = time.monotonic()
+        detect_hw = self.grid.detect_size(*DETECT_SOURCE_SIZE) if self.grid.detect_per_cell else None
+
+        def detect_view(frame):           # rendered only for the slots the detection view takes
+            t, chunk, _ = frame
+            return render_frame(dataclasses.replace(chunk, height=detect_hw[0], width=detect_hw[1]), t)
+
         al = GridAligner(self.grid, stream_id=self.stream_id, t0_s=0.0, has_video=spec.video, has_audio=spec.audio,
                          frame_tolerance_s=1.0 / spec.video_fps, wall_t0=wall0, source=self.source,
-                         is_live=self.is_live)
+                         is_live=self.is_live, convert=lambda frame: frame[2],
+                         convert_detect=detect_view if detect_hw else None, detect_hw=detect_hw)
         k = 0
         while self.duration_s is None or k * hop < self.duration_s - 1e-9:
             # render one hop of media, the last one cut at the duration
@@ -61,7 +73,7 @@ class SyntheticSource(Source):
             chunk = MediaSpec(**{**spec.__dict__, "start_time_s": k * hop, "duration_s": dur})
             if spec.video:
                 for t in frame_times(chunk):
-                    al.push_video(float(t), render_frame(chunk, float(t)))
+                    al.push_video(float(t), (float(t), chunk, render_frame(chunk, float(t))))
             if spec.audio:
                 audio = render_audio(chunk)
                 if self._tone_hz:

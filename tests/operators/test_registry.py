@@ -14,6 +14,7 @@ EXPECTED = {
     "video_classifier": {"r2plus1d_18", "s3d", "mvit_v2_s", "swin3d_t"},
     "audio_encoder": {"panns_cnn14", "panns_cnn10", "panns_cnn6"},
     "detector": {"motion", "scene_cut", "flash", "loudness", "speech", "faces", "camera_motion"},
+    "track_analytics": {"zones"},
 }
 
 

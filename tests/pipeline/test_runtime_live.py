@@ -131,9 +131,10 @@ def test_dead_live_source_actor_is_restarted_and_the_stream_resumes_after_a_gap(
     assert summary.inputs[0].restarts == 1
     sample = metrics.registry.get_sample_value
     assert sample("avgrid_cells_total", {"stream": "cam"}) == summary.inputs[0].cells
-    assert sample("avgrid_reconnects", {"stream": "cam"}) == 1
+    assert sample("avgrid_reconnects_total", {"stream": "cam"}) == 1
     assert sample("avgrid_stage_seconds_count", {"stage": "operators"}) > 0
-    assert sample("avgrid_records_delivered_total") == sum(summary.inputs[0].records.values())
+    assert sample("avgrid_records_delivered_total", {"kind": "caption", "sink": "parquet"}) \
+        == summary.inputs[0].records["caption"]
     gaps = [e for e in read(out, "event") if e["label"] == "gap"]
     assert len(gaps) == 1 and gaps[0]["t_end"] >= gaps[0]["t_start"]
     caps = read(out, "caption")
@@ -168,10 +169,10 @@ def test_sigterm_drains_flushes_and_exits_0_within_10_s(tmp_path):
             proc.kill()
     assert proc.returncode == 0, stderr
     assert elapsed < 10.0, elapsed
-    assert "fps" in seen and "lag" in seen and "dropped" in seen and "reconnects" in seen
+    assert "fps" in seen and "lag" in seen and "dropped" in seen and "reconnects" in seen and "running" in seen
     assert read(out, "caption") and "cam" in stdout
-    for name in ("avgrid_cells_total", "avgrid_cells_per_second", "avgrid_stage_seconds_bucket",
-                 "avgrid_queue_depth_cells", "avgrid_dropped_cells", "avgrid_reconnects", "avgrid_sink_lag_seconds"):
+    for name in ("avgrid_cells_total", "avgrid_stage_seconds_bucket", "avgrid_queue_depth_cells",
+                 "avgrid_dropped_cells_total", "avgrid_reconnects_total", "avgrid_sink_lag_seconds"):
         assert name in metrics, name
 
 
@@ -184,7 +185,7 @@ def test_an_unreachable_camera_fails_with_its_password_masked(tmp_path, ray_loca
     captured = capsys.readouterr()
     assert rc == 1
     assert "hunter2" not in captured.out + captured.err
-    failures = [ln for ln in captured.out.splitlines() if ln.startswith("  cam=")]
+    failures = [ln for ln in captured.err.splitlines() if ln.startswith("avgrid: error: cam=")]   # on stderr
     assert failures and "admin:***@127.0.0.1:18698" in failures[0] and "cannot open" in failures[0]
     assert read(tmp_path / "out", "caption")          # the other source still ran
 
@@ -232,6 +233,6 @@ def test_a_source_password_from_the_environment_opens_the_stream_and_stays_hidde
         assert main(["run", source, "--duration", "3", "--out", str(tmp_path / "out2")]) == 1
         failed = capsys.readouterr()
     assert read(out, "caption") and {r["stream_id"] for r in read(out, "caption")} == {"cam"}
-    assert "cannot open" in failed.out
+    assert "cannot open" in failed.err
     for text in (printed.out, printed.err, failed.out, failed.err):
         assert secret not in text
