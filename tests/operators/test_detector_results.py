@@ -20,6 +20,11 @@ def cells():
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_result_contract_and_state_round_trip(name, cells):
+    from operators.registry import get_spec
+
+    spec = get_spec(name)
+    if spec.weights_status is not None and not spec.weights_status(spec.config_cls())[0]:
+        pytest.skip(f"{name}: its weights are not on this machine")     # e.g. PANNs / wav2vec2 for standard
     det = build(name)
     res, state = det(*cells, None)
     T, L = 4, len(res.labels)
