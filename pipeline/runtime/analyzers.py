@@ -272,11 +272,8 @@ def build_analyzer(*, profile: str, grid: GridConfig, bundle: str | None = None,
 
         opts = {"device": device, **({"weights": action_weights} if action_weights else {})}
         return DetectorAnalyzer(grid, action_detector=None, action_classifier=build(action_model, **opts),
-EVENT_DETECTORS = ("motion", "scene_cut", "flash", "loudness", "speech", "faces", "people", "sound_events",
-                   "transcripts")
-# standard: the same, with the stronger sound models whose weights a user downloads
-STANDARD_SWAPS = {"sound_events": "sound_events_panns", "transcripts": "transcripts_wav2vec2"}
-ZONE_OPERATOR = "zones"          # added to the detectors when the run has zones
+                                classifier_name=action_model, zones=zones,
+                                detectors=tuple(STANDARD_SWAPS.get(d, d) for d in EVENT_DETECTORS))
     if profile == "bundle":
         from pipeline.runtime.bundled import BundleAnalyzer
 
