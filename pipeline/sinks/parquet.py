@@ -4,7 +4,8 @@ Layout (``partition_by=("stream_id",)`` adds a hive directory ``stream_id=<id>/`
 
     <out>/<kind>/part-<input hash>-<run_id>-<seq>.parquet    one input (stream_id) per file
     <out>/<kind>/.part-....parquet.tmp                       being written; readers skip it
-    <out>/<kind>/part-empty.parquet                          zero rows: a kind nothing was found of stays readable
+    <out>/<kind>/part-empty.parquet                          zero rows: every kind's dataset stays readable
+                                                             (a partitioned one drops it at its first rows)
     <out>/streams/part-streams-<run_id>-<seq>.parquet        one row per input per run (status, media facts)
     <out>/_avgrid/runs/<run_id>.json                         per-run manifest: files, rows, commits
     <out>/_avgrid/commits/<input hash>.json                  input committed: the exact files holding it, and
@@ -261,10 +262,13 @@ class ParquetSink:
         if kind != STREAMS:
             self._files[stream_id].append(rel)
         if self._placeholders and kind in self._placeholders:
-            # real rows now: the zero-row file goes (a partitioned dataset must not mix it with its
-            # stream_id=... directories: DuckDB refuses "Hive partition mismatch")
             self._placeholders.discard(kind)
-            _remove(self.out, {f"{kind}/{EMPTY_FILE}"})
+            if parts:
+                # a partitioned dataset must not mix the zero-row file with its stream_id=...
+                # directories (DuckDB refuses "Hive partition mismatch"), so it goes once real rows
+                # are there. A flat dataset keeps it: zero rows change no query, and a reader that
+                # listed the dataset a moment ago must not find a file of it gone when it opens it.
+                _remove(self.out, {f"{kind}/{EMPTY_FILE}"})
         self.stats.written[kind] += buf.rows
         self._write_manifest()
 
