@@ -45,9 +45,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Real footage and sounds from Debian packages (tests/realmedia.py), fetched once into .cache/debian
+# Real footage and sounds from Debian packages (pipeline/samples.py), fetched once into .cache/debian
 media: venv sysdeps
-	@$(PYBIN) -m tests.realmedia fetch
+	@$(PYBIN) -m pipeline.samples fetch
 
 kafka-up: venv sysdeps
 	@AVGRID_PYTHON=$(abspath $(PYBIN)) $(KAFKA) up
@@ -55,7 +55,7 @@ kafka-up: venv sysdeps
 kafka-down:
 	@$(KAFKA) down
 
-demo: venv sysdeps
+demo: venv sysdeps media
 	$(PYBIN) -m pipeline.demo
 
 # Starts the broker only when none is running, and stops only the one it started.

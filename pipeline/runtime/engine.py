@@ -235,7 +235,8 @@ class _Loop:
         tag = engine.run_id if engine.name_actors else None
         profile = {"profile": self.cfg.profile, "bundle": self.cfg.bundle, "grid": self.cfg.grid,
                    "device": "cuda" if gpus else "cpu", "factory": engine.analyzer,
-                   "action_model": self.cfg.action_model, "action_weights": self.cfg.action_weights}
+                   "action_model": self.cfg.action_model, "action_weights": self.cfg.action_weights,
+                   "max_segment_s": self.cfg.max_segment_s}
         profile["zones"] = self.cfg.zones       # per-stream zones reach the operator actors with the profile
         self.pool = [ex.actor(actors.OperatorWorker, "operator", (profile, self.cfg.torch_threads),
                               num_cpus=min(1.0, cpus / n_ops), num_gpus=(gpus / n_ops if gpus else 0.0),
@@ -598,7 +599,12 @@ class _Loop:
             for cell, obs in zip(done.cells, done.result.observations):
                 span = CellSpan(cell.index, cell.t_start, cell.t_end, cell.segment, cell.wall_start)
                 self._emit(r, r.builder.add(span, obs))
-            self.e._notify("cells_annotated", r, done.cells, done.seconds)
+            if done.result.tail and r.last_cell is not None:
+                c = r.last_cell     # end-of-stream spans (the last descriptions) take their wall clock from it
+                self._emit(r, r.builder.add_spans(CellSpan(c.index, c.t_start, c.t_end, c.segment, c.wall_start),
+                                                  done.result.tail))
+            if done.cells:
+                self.e._notify("cells_annotated", r, done.cells, done.seconds)
 
     def _probe_operators(self, now: float) -> None:
         """Ask each operator actor that lost a call whether it is back (one question in flight each)."""
@@ -658,7 +664,8 @@ class _Loop:
             if r.held or due:
                 self._deliver(r, None, flush=due)
         if r.idle and not r.delivering and not r.finished and not self.describing \
-                and r.state is StreamState.DRAINING:
+                and r.state is StreamState.DRAINING and (r.final_done or r.last_cell is None):
+            # (the operators' last call, Job.final, has handed over what they still held)
             if r.source_error and not self.live:
                 self._fail(r, r.source_error)
                 return

@@ -132,6 +132,7 @@ class Job:
     seq: int = 0
     state_from: int = 0
     final: bool = False
+    after_gap: bool = False      # media is missing before these cells: detectors start afresh
 
 
 @dataclass
@@ -140,6 +141,7 @@ class JobResult:
     observations: list          # one list[Observation] per cell
     state: object = None        # only from ``OperatorWorker.process`` (the state travels apart otherwise)
     seconds: float = 0.0
+    tail: list = field(default_factory=list)   # a final job's end-of-stream observations (spans)
 
 
 @dataclass(frozen=True)

@@ -242,11 +242,14 @@ class Scheduler:
         if idx is None:
             return None
         ready, waiting = [], False
+        closing = []     # streams whose cells are all annotated: one last call, without cells
         for r in sorted(runs, key=lambda r: r.oldest_cell_at if r.oldest_cell_at is not None else now):
-            if r.finished or r.op_cells or r.info is None:
+            if r.finished or r.op_cells or r.info is None or r.final_sent:
                 continue
             n = self.leading_cells(r)
             if n == 0:
+                if r.source_done and not r.queue and r.last_cell is not None:
+                    closing.append(r)
                 waiting = waiting or not r.source_done
                 continue
             blocked = n < len(r.queue) or r.source_done or r.closing or self.stopping
@@ -255,13 +258,14 @@ class Scheduler:
                 ready.append((r, n))
             else:
                 waiting = True
-        if not ready:
+        if not ready and not closing:
             return None
         total = sum(n for _, n in ready)
         oldest = min(r.oldest_cell_at if r.oldest_cell_at is not None else now for r, _ in ready)
         # batch across streams: a small batch waits up to max_wait_s for other streams' cells, but
         # only while this actor is busy anyway (an idle actor takes what is ready at once)
-        if total < p.max_batch and waiting and now - oldest < p.max_wait_s - 1e-9 and self.load[idx] > 0:
+        if ready and not closing and total < p.max_batch and waiting and now - oldest < p.max_wait_s - 1e-9 \
+                and self.load[idx] > 0:
             return None
         batch = Batch(id=next(self._batch_ids), actor=idx, jobs=[], runs=[], submitted_at=now)
         room = p.max_batch
@@ -272,12 +276,23 @@ class Scheduler:
             cells = [r.queue.popleft() for _ in range(take)]
             r.op_cells = cells
             r.oldest_cell_at = now if self.leading_cells(r) else None
-            final = r.source_done and not any(isinstance(it, CellMeta) for it in r.queue)
+            final = r.source_done and not r.queue
+            r.final_sent = final
             batch.jobs.append(Job(r.result.stream_id or r.spec.display, cells, state=r.op_state, key=r.gen,
-                                  seq=next(self._job_seq), state_from=r.state_from, final=final))
+                                  seq=next(self._job_seq), state_from=r.state_from, final=final,
+                                  after_gap=r.gap_pending))
+            r.gap_pending = False
             batch.runs.append(r)
             batch.cells.append(cells)
             room -= take
+        for r in closing:
+            r.final_sent = True
+            batch.jobs.append(Job(r.result.stream_id or r.spec.display, [], state=r.op_state, key=r.gen,
+                                  seq=next(self._job_seq), state_from=r.state_from, final=True,
+                                  after_gap=r.gap_pending))
+            r.gap_pending = False
+            batch.runs.append(r)
+            batch.cells.append([])
         self.load[idx] += 1
         return batch
 
@@ -292,6 +307,10 @@ class Scheduler:
             if r.finished:
                 continue
             r.op_state, r.state_from = state, job.seq
+            r.final_done = r.final_done or job.final
+            if not cells:
+                out.append(Annotated(r, [], res, now - batch.submitted_at))
+                continue
             frames = sum(c.frames for c in cells)
             for c in cells:
                 arrived = r.arrivals.pop(c.index, None)
@@ -329,8 +348,10 @@ class Scheduler:
 
     @staticmethod
     def reset_state(run: StreamRun) -> None:
-        """Missing media (a gap): detectors compare with the previous cell, never across the gap."""
-        run.op_state, run.state_from = None, 0
+        """Missing media (a gap): detectors compare with the previous cell, never across the gap. The
+        next job says so (``Job.after_gap``); the analyzer decides what of its state survives a gap
+        (``after_gap(state)``: e.g. the description still open before it), else it starts afresh."""
+        run.gap_pending = True
 
     def abandon(self, runs: list[StreamRun]) -> None:
         """A stop's drain ran out of time: cells queued or with the operators are given up."""

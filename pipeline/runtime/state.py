@@ -209,6 +209,10 @@ class StreamRun:
         self.started = time.monotonic()
         self.oldest_cell_at: float | None = None   # when the oldest queued cell arrived (max wait)
         self.last_cell: CellMeta | None = None
+        # the operators' last call for this stream (``Job.final``: they hand over what they still hold)
+        self.final_sent = False
+        self.final_done = False
+        self.gap_pending = False     # a gap came since the last job (Job.after_gap)
         self.last_seen: CellMeta | None = None      # the last cell pulled (after any restart shift)
         self.restart_from: tuple | None = None       # (last_seen, wall time) when the source actor died
         self.t_shift, self.idx_shift, self.seg_shift = 0.0, 0, 0   # move a restarted source's cells

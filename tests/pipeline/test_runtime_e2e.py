@@ -47,8 +47,9 @@ def test_offline_profile_writes_every_kind_it_can_with_times_matching_ground_tru
     # a moving square under a fixed camera: the camera is static (the square's motion is a motion event)
     assert actions and all(a["model"].startswith("camera_motion:") and a["subject"] == "camera" for a in actions)
     assert {a["label"] for a in actions} == {"static"} and "motion" in {e["label"] for e in events}
-    # template captions tile the clip: every cell is described exactly once
-    assert captions and all(c["method"] == "template" for c in captions)
+    # descriptions tile the clip: every cell is described exactly once, in words, not detector names
+    assert captions and all(c["method"] == "describe" and c["operator"] == "describe" for c in captions)
+    assert not any(w in c["text"] for c in captions for w in ("object_motion", "dbfs", "_", "Seen:"))
     assert sum(c["t_end"] - c["t_start"] for c in captions) == pytest.approx(SPEC.duration_s)
     every = events + actions + captions
     assert {r["stream_id"] for r in every} == {stream}
