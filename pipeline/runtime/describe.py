@@ -165,12 +165,6 @@ def digest(observations: list[Observation]) -> _Cell:
     return c
 
 
-def _dominant(actions: dict) -> str | None:
-    if not actions:
-        return None
-    return min(actions, key=lambda a: (-actions[a], PEOPLE_ACTIONS.index(a)))
-
-
 def _number(n: int) -> str:
     return NUMBERS[n] if n < len(NUMBERS) else str(n)
 
