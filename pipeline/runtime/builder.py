@@ -133,10 +133,13 @@ class RecordBuilder:
         self._last: CellSpan | None = None
         self._id_stream = strip_credentials(stream_id)     # as the records name it
         self._carried: dict[tuple, str] = {}   # key -> episode of a piece cut at max length in the last cell
+        self._edges: dict[int, float] = {}     # microsecond -> exact cell edge time (recent cells), for spans
 
     def add(self, cell: CellSpan, observations: list[Observation]) -> list[Draft]:
         """Feed one cell (in stream order) and what was observed in it; returns segments that ended."""
         out: list[Draft] = []
+        self._edge(cell.t_start)
+        self._edge(cell.t_end)
         contiguous = (self._last is not None and cell.segment == self._last.segment
                       and cell.index == self._last.index + 1)
         carry: dict[tuple, str] = {}
@@ -185,6 +188,8 @@ class RecordBuilder:
         ``detail`` is ``reason`` (``reconnect``, ``pts_jump``, ``pts_reset``, ``dropped``, ...)."""
         out = self._close_all()
         self._last = None
+        self._edge(float(t_start))
+        self._edge(float(t_end))
         if wall_start is not None and wall_end is not None and wall_end < wall_start:
             wall_end = wall_start
         out.append(Draft("event", self.stream_id, float(t_start), float(max(t_end, t_start)), wall_start, model,
@@ -244,10 +249,21 @@ class RecordBuilder:
         return Draft(obs.kind, self.stream_id, o.first.t_start, o.last.t_end, o.first.wall_start, obs.model, f,
                      wall_end=o.last.wall_end, operator=obs.operator, episode_id=o.episode_id)
 
+    def _edge(self, t: float) -> None:
+        self._edges[round(t * 1e6)] = t
+        if len(self._edges) > 4096:          # only recent cells matter: spans end at most minutes back
+            for k in list(self._edges)[:2048]:
+                del self._edges[k]
+
+    def _snap(self, t: float) -> float:
+        """A span time to the microsecond (as record ids are): the same span computed from calls that
+        start at different cells (batching) differs in the last bit of a float, never in the record.
+        A time on a cell edge is that edge exactly, so a caption after a gap starts where the gap ends."""
+        k = round(float(t) * 1e6)
+        return self._edges.get(k, k / 1e6)
+
     def _span_draft(self, cell: CellSpan, obs: Observation) -> Draft:
-        # rounded to the microsecond (as record ids are): the same span computed from calls that start at
-        # different cells (batching) differs in the last bit of a float, never in the record
-        t0, t1 = round(float(obs.span[0]), 6), round(float(max(obs.span)), 6)
+        t0, t1 = self._snap(obs.span[0]), self._snap(max(obs.span))
         f = self._fields(obs, [] if obs.score is None else [float(obs.score)], {k: [v] for k, v in obs.top_k},
                          {k: [v] for k, v in obs.values}, [] if obs.count is None else [obs.count], obs.detail, 1)
         return Draft(obs.kind, self.stream_id, t0, t1, cell.wall_at(t0), obs.model, f, wall_end=cell.wall_at(t1),

@@ -261,7 +261,7 @@ class Scheduler:
         if not ready and not closing:
             return None
         total = sum(n for _, n in ready)
-        oldest = min(r.oldest_cell_at if r.oldest_cell_at is not None else now for r, _ in ready)
+        oldest = min((r.oldest_cell_at if r.oldest_cell_at is not None else now for r, _ in ready), default=now)
         # batch across streams: a small batch waits up to max_wait_s for other streams' cells, but
         # only while this actor is busy anyway (an idle actor takes what is ready at once)
         if ready and not closing and total < p.max_batch and waiting and now - oldest < p.max_wait_s - 1e-9 \
