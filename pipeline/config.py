@@ -62,6 +62,7 @@ class Config:
     kafka_ssl_check_hostname: bool = True
     kafka_exactly_once: bool = False
     kafka_compression: str | None = None
+    kafka_delivery_timeout_s: float = 120.0
     profile: str = "offline"
     bundle: str | None = None
     action_model: str = "r2plus1d_18"
@@ -127,6 +128,9 @@ HELP: dict[str, str] = {
     "kafka_ssl_check_hostname": "check that Kafka's TLS certificate names the broker host",
     "kafka_exactly_once": "Kafka: transactional producer; a consumer reading committed sees each record once",
     "kafka_compression": "Kafka compression: gzip, snappy, lz4 or zstd",
+    "kafka_delivery_timeout_s": "Kafka: seconds the producer retries a record; one still unacknowledged 5 s later "
+                                "goes to <out>/_deadletter/ (avgrid annotate: its input fails, exit status 1, and "
+                                "a re-run sends it again; avgrid run goes on and reports the count)",
     "profile": "operators to run: offline (built-in detectors, no downloads), standard (torchvision pretrained "
                "encoders + Kinetics actions; needs their weights), bundle (a trained bundle, see --bundle)",
     "bundle": "trained fusion bundle directory (implies --profile bundle)",
@@ -327,6 +331,8 @@ def validate(cfg: Config, origin: str = "config") -> Config:
                           f"{' with detect_px 0' if cfg.detect_px == 0 else ''} does not find")
     if cfg.duration is not None and cfg.duration <= 0:
         raise ConfigError(f"{origin}: option 'duration' must be > 0 seconds")
+    if cfg.kafka_delivery_timeout_s <= 0:
+        raise ConfigError(f"{origin}: option 'kafka_delivery_timeout_s' must be > 0 seconds")
     if cfg.kafka is not None and ":" not in cfg.kafka:
         raise ConfigError(f"{origin}: option 'kafka' must be HOST:PORT, got {cfg.kafka!r}")
     if cfg.max_inflight < cfg.chunk_cells:
@@ -433,7 +439,9 @@ def kafka_sink_config(cfg: Config, *, run_id: str, live: bool):
         ssl_pem=tuple((name, _read_pem(cfg, f"kafka_{name}")) for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
                       if getattr(cfg, f"kafka_{name}")),
         ssl_check_hostname=cfg.kafka_ssl_check_hostname, exactly_once=cfg.kafka_exactly_once,
-        compression=cfg.kafka_compression)
+        compression=cfg.kafka_compression, delivery_timeout_s=cfg.kafka_delivery_timeout_s,
+        # a request that outlives the delivery timeout would only be cut short by it
+        request_timeout_s=min(30.0, max(1.0, cfg.kafka_delivery_timeout_s / 2)))
 
 
 def _flatten(data: dict) -> dict:

@@ -17,6 +17,11 @@ Gauges:
                                                       reconnecting, stalled), 0 for the others
     avgrid_queue_depth_cells{stream}                  cells decoded but not yet annotated
     avgrid_build_info{version}                        1
+    avgrid_kafka_up                                   1 while the Kafka broker acknowledges, 0 while records wait unanswered
+    avgrid_kafka_down_seconds                         how long it has not answered (0 while up)
+    avgrid_kafka_waiting_records                      records sent and not yet acknowledged or dead-lettered
+    avgrid_kafka_dead_lettered_records                records gone to the dead-letter file so far
+    avgrid_kafka_dropped_records                      live records dropped because the sink's buffer was full
 Histograms:
     avgrid_stage_seconds{stage}                       stage=operators: one operator call; stage=cell: arrival -> records
     avgrid_sink_lag_seconds                           record built -> accepted by the sinks
@@ -78,6 +83,15 @@ class Metrics(Observer):
         for stage in ("input", "sink"):
             self.errors.labels(stage)        # present from the start, at 0
         self._seen: dict[tuple[str, str], int] = {}   # (stream, counter) -> the value counted so far
+        self.kafka_up = Gauge("avgrid_kafka_up", "1 while the Kafka broker acknowledges records", registry=r)
+        self.kafka_down_s = Gauge("avgrid_kafka_down_seconds", "seconds without a Kafka acknowledgement while "
+                                  "records wait", registry=r)
+        self.kafka_waiting = Gauge("avgrid_kafka_waiting_records", "records sent to Kafka, not yet acknowledged",
+                                   registry=r)
+        self.kafka_dead = Gauge("avgrid_kafka_dead_lettered_records", "records gone to the dead-letter file",
+                                registry=r)
+        self.kafka_dropped = Gauge("avgrid_kafka_dropped_records", "live records dropped: Kafka sink buffer full",
+                                   registry=r)
 
     # -- observer hooks -------------------------------------------------------------------------
     def cells_annotated(self, run, cells, seconds: float) -> None:
@@ -95,6 +109,16 @@ class Metrics(Observer):
                 self.records_out.labels(kind, _sink_label(sink)).inc(n)
         if delivery.failed_sinks:
             self.errors.labels("sink").inc(len(delivery.failed_sinks))
+
+    def sink_health(self, h) -> None:
+        import datetime as _dt
+
+        self.kafka_up.set(1 if h.up else 0)
+        down = (_dt.datetime.now(_dt.timezone.utc) - h.down_since).total_seconds() if h.down_since else 0.0
+        self.kafka_down_s.set(max(0.0, down))
+        self.kafka_waiting.set(h.waiting)
+        self.kafka_dead.set(h.dead_lettered)
+        self.kafka_dropped.set(h.dropped)
 
     def tick(self, runs) -> None:
         for r in runs:

@@ -409,8 +409,16 @@ class SinkWorker:
         self.sink.discard()
         return True
 
-    def close(self) -> dict:
-        self.sink.close()
+    def health(self) -> dict:
+        """``{"kafka": KafkaHealth}`` (empty without Kafka). Runs in its own concurrency group
+        (see :func:`remote`), so the driver hears of a stalled broker while a delivery waits on it."""
+        kafka = self.sink.sinks.get("KafkaSink") if hasattr(self, "sink") else None
+        return {"kafka": kafka.health()} if kafka is not None else {}
+
+    def close(self, timeout_s: float | None = None) -> dict:
+        """Flush and close the sinks; ``timeout_s`` bounds the wait on Kafka (what is still
+        unacknowledged then is dead-lettered)."""
+        self.sink.close(timeout_s=timeout_s)
         return {"delivered": self.delivered, "stats": self.sink.stats}
 
     def pid(self) -> int:
@@ -451,4 +459,8 @@ def remote(cls, *, kind: str, live: bool = False, num_cpus: float = 0.0, num_gpu
     opts.update(num_cpus=num_cpus, num_gpus=num_gpus)
     if name:
         opts["name"] = name
+    if kind == "sink":
+        # deliveries run one at a time; health() has a thread of its own (call it with
+        # .options(concurrency_group="health")) so it answers while a delivery waits on the broker
+        return ray.remote(concurrency_groups={"health": 1})(cls).options(**opts)
     return ray.remote(cls).options(**opts)

@@ -72,6 +72,7 @@ class Observer:
     def records_delivered(self, n: int, lag_s: float) -> None: ...
     def delivered(self, delivery: DeliveryReport) -> None: ...
     def tick(self, runs: list[StreamRun]) -> None: ...
+    def sink_health(self, health) -> None: ...      # a KafkaHealth, about once a second with --kafka
 
 
 class Observers:
@@ -194,7 +195,8 @@ class Engine:
                 raise
             finally:
                 loop.shutdown()
-        return RunSummary(self.run_id, pre + results, time.monotonic() - t0, list(self.models), live=live)
+        return RunSummary(self.run_id, pre + results, time.monotonic() - t0, list(self.models), live=live,
+                          notes=loop.notes, undelivered=0 if live else loop.undelivered)
 
     @contextmanager
     def _executor(self, name: str):
@@ -226,6 +228,11 @@ class _Loop:
         ex = executor if isinstance(executor, Executor) else RayExecutor(executor)
         self.e, self.cfg, self.ex, self.live = engine, engine.cfg, ex, live
         self.calls: dict = {}             # future -> (kind, completion handler): every call in flight
+        self.kafka = kafka
+        # Kafka's health, asked of the sink actor about once a second (see _poll_health)
+        self.health_fut, self.health_at, self.kafka_down = None, 0.0, None
+        self.notes: list[str] = []        # what the sinks reported undelivered at close (summary lines)
+        self.undelivered = 0
         self.runs: list[StreamRun] = []
         self.stopping_at: float | None = None
         cpus, gpus = ex.resources()
@@ -418,6 +425,7 @@ class _Loop:
             if now - last_tick >= 0.5:
                 last_tick = now
                 self.e._notify("tick", [r for r in self.runs if not r.finished])
+            self._poll_health(now)
             if not self.calls:
                 time.sleep(0.01)
                 continue
@@ -770,12 +778,63 @@ class _Loop:
         except (ActorDied, CallFailed) as e:
             log.warning("streams row of %s not delivered: %s", row.stream_id, e)
 
+    def _poll_health(self, now: float) -> None:
+        """Engine change (reliability): with Kafka, ask the sink actor about once a second how the broker
+        answers (its ``health`` runs beside a delivery that waits on the broker). A broker that stops
+        answering is reported once per outage, on the console (the log) and to the observers (metrics);
+        so is its return."""
+        if self.kafka is None or self.sink_dead:
+            return
+        if self.health_fut is not None:
+            if not self.ex.done([self.health_fut]):
+                return
+            fut, self.health_fut = self.health_fut, None
+            try:
+                health = self.ex.get(fut).get("kafka")
+            except Exception:  # noqa: BLE001  (a restarting sink actor: asked again in a second)
+                health = None
+            if health is not None:
+                self._kafka_health(health)
+        if now - self.health_at >= 1.0:
+            self.health_at = now
+            self.health_fut = self.ex.side_call(self.sink, "health")
+
+    def _kafka_health(self, h) -> None:
+        log = logging.getLogger("avgrid.kafka")
+        if not h.up and self.kafka_down is None:
+            self.kafka_down = h.down_since
+            log.warning("%s: down since %s UTC (no acknowledgement), %d records waiting; records not acknowledged "
+                        "%.0f s after they were sent go to %s", h.where, f"{h.down_since:%H:%M:%S}", h.waiting,
+                        self.kafka.ack_deadline_s, h.dead_letter_path or "the dead-letter file")
+        elif h.up and self.kafka_down is not None:
+            down_s = (_dt.datetime.now(_dt.timezone.utc) - self.kafka_down).total_seconds()
+            log.warning("%s: answering again after %.0f s; %d records dead-lettered so far, %d dropped", h.where,
+                        down_s, h.dead_lettered, h.dropped)
+            self.kafka_down = None
+        self.e._notify("sink_health", h)
+
     def shutdown(self) -> None:
+        # the sink settles what it holds within close_s (Kafka: the rest is dead-lettered, never left
+        # nowhere); the driver waits a little longer than that, then kills the actor. A stopping live run
+        # has a deadline (SIGTERM: exit within 5 s); archives wait for their records' ack deadline
+        if self.stopping_at is not None:
+            close_s = 1.0
+        else:
+            close_s = self.kafka.ack_deadline_s if self.kafka is not None else 10.0
         try:
-            # a stopping live run has a deadline (SIGTERM: exit within 10 s); archives wait longer
-            self.ex.get(self.ex.call(self.sink, "close"), timeout_s=2.0 if self.stopping_at is not None else 60.0)
+            out = self.ex.get(self.ex.call(self.sink, "close", close_s), timeout_s=close_s + 5.0)
         except Exception:
-            pass
+            out = None
+        if out is not None:
+            for name, st in out["stats"].items():
+                lost = st.get("dead_lettered", 0) + st.get("dropped", 0)
+                if lost:
+                    where = redact(self.kafka.bootstrap) if name == "KafkaSink" and self.kafka else name
+                    path = f" in {self.cfg.out}/_deadletter/" if st.get("dead_lettered") else ""
+                    self.notes.append(f"{'kafka ' + where if name == 'KafkaSink' else where}: "
+                                      f"{st.get('dead_lettered', 0)} records dead-lettered{path}, "
+                                      f"{st.get('dropped', 0)} dropped")
+                    self.undelivered += lost
         for a in self.pool + [self.sink] + [r.actor for r in self.runs] + self.idle_sources:
             self.ex.kill(a)
 

@@ -59,6 +59,11 @@ class Executor:
     def call(self, actor, method: str, *args, returns: int = 1, **kwargs):
         raise NotImplementedError
 
+    def side_call(self, actor, method: str):
+        """A call that does not queue behind the actor's other calls (the sink's ``health`` while a
+        delivery waits on a frozen broker): the method must only read the actor's state."""
+        raise NotImplementedError
+
     def wait(self, futures: list, timeout_s: float) -> list:
         """The futures of ``futures`` that are done, waiting up to ``timeout_s`` for the first."""
         raise NotImplementedError
@@ -109,6 +114,10 @@ class RayExecutor(Executor):
         if returns != 1:
             m = m.options(num_returns=returns)
         return m.remote(*args, **kwargs)
+
+    def side_call(self, actor, method):
+        # the sink actor has a concurrency group of its own for this (actors.remote)
+        return getattr(actor, method).options(concurrency_group="health").remote()
 
     def wait(self, futures, timeout_s):
         if not futures:
@@ -166,6 +175,18 @@ class _ThreadActor:
 
     def submit(self, method, args, kwargs) -> cf.Future:
         return self._pool.submit(self._call, method, args, kwargs)
+
+    def side(self, method) -> cf.Future:
+        """Call ``method`` now, on the caller's thread, beside whatever the actor's thread is doing."""
+        fut: cf.Future = cf.Future()
+        try:
+            if self._built.done() and self._built.exception() is None:
+                fut.set_result(getattr(self._obj, method)())
+            else:
+                fut.set_exception(ActorDied("not started"))
+        except Exception as e:  # noqa: BLE001
+            fut.set_exception(CallFailed(redact(f"{type(e).__name__}: {e}")))
+        return fut
 
     def _call(self, method, args, kwargs):
         err = self._built.exception()
@@ -371,6 +392,9 @@ class LocalExecutor(Executor):
     def call(self, actor, method, *args, returns=1, **kwargs):
         fut = actor.submit(method, args, kwargs)
         return fut if returns == 1 else _split(fut, returns)
+
+    def side_call(self, actor, method):
+        return actor.side(method)
 
     def wait(self, futures, timeout_s):
         if not futures:

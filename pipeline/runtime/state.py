@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -107,6 +106,10 @@ class RunSummary:
     wall_s: float = 0.0
     models: list[str] = field(default_factory=list)
     live: bool = False                   # avgrid run: the summary speaks of streams, uptime and gaps
+    # what the sinks could not deliver, one line per sink ("kafka HOST:PORT: N records dead-lettered ...")
+    notes: list[str] = field(default_factory=list)
+    # archive runs: records the sinks dead-lettered or dropped; any makes the exit status 1
+    undelivered: int = 0
 
     @property
     def failures(self) -> list[InputResult]:
@@ -125,8 +128,9 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 when every input succeeded (or was already done), 1 when some failed."""
-        return 1 if self.failures else 0
+        """0 when every input succeeded (or was already done), 1 when some failed or an archive run's
+        sink could not deliver records."""
+        return 1 if self.failures or self.undelivered else 0
 
     def table(self, failures: bool = True) -> str:
         """A plain-text summary: one row per input, totals, why inputs were skipped or annotated again,
@@ -170,6 +174,7 @@ class RunSummary:
                       for r in notes]
         if failures and self.failures:
             lines += self.failure_lines()
+        lines += self.notes
         return "\n".join(lines)
 
     def failure_lines(self) -> list[str]:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import defaultdict
 from typing import Sequence
@@ -21,6 +22,7 @@ from pipeline.sinks.base import Sink
 log = logging.getLogger(__name__)
 
 _ALL = "\x00all inputs"   # a failure we cannot pin to inputs (flush, close)
+MAX_ERRORS_KEPT = 20      # per sink: the latest error messages (every failure is still logged)
 
 
 class FanOut:
@@ -55,10 +57,14 @@ class FanOut:
             except Exception as e:  # noqa: BLE001
                 self._fail(name, "flush", e, {_ALL})
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
+        """Close every sink; ``timeout_s`` bounds the sinks that wait on a remote service (Kafka)."""
         for name, sink in self.sinks.items():
             try:
-                sink.close()
+                if timeout_s is not None and "timeout_s" in inspect.signature(sink.close).parameters:
+                    sink.close(timeout_s=timeout_s)
+                else:
+                    sink.close()
             except Exception as e:  # noqa: BLE001
                 self._fail(name, "close", e, {_ALL})
 
@@ -128,7 +134,10 @@ class FanOut:
 
     def _fail(self, name: str, op: str, exc: Exception, inputs: set[str]) -> None:
         msg = redact(f"{name} {op}: {type(exc).__name__}: {exc}")
-        self.errors[name].append(msg)
+        errors = self.errors[name]
+        if len(errors) >= MAX_ERRORS_KEPT:     # thousands of failed inputs must not grow memory for good
+            del errors[: len(errors) - MAX_ERRORS_KEPT + 1]
+        errors.append(msg)
         self._missed[name] |= inputs
         log.error("sink failed, other sinks go on: %s", msg)
 

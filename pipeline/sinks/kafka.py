@@ -9,6 +9,17 @@ A record that still fails (archive mode: after ``resend_attempts`` more sends of
 failures) goes to the dead-letter file, never to nowhere. ``exactly_once=True`` uses a
 transactional producer: each ``flush``/``commit_input`` commits a transaction.
 
+Every wait on the broker is bounded, by avgrid and not only by kafka-python (whose producer stops
+expiring records once a stalled broker has made it reset its producer id): a record not
+acknowledged ``ack_timeout_s`` after its first send (default ``delivery_timeout_s`` + 5 s) is
+dead-lettered, and so, at once, is anything that ``close(timeout_s)`` finds still unacknowledged.
+Once the broker has acknowledged nothing for ``ack_timeout_s`` it counts as unreachable: until
+it acknowledges again, records sent meanwhile get ``unreachable_wait_s`` before they are
+dead-lettered, so one broker outage costs an archive run one deadline, not one per input. A
+dead-lettered record may still reach Kafka later, with the same ``record_id``. :meth:`health`
+(safe from another thread) says whether the broker answers, since when it does not, and how
+many records wait.
+
     sink = KafkaSink.connect(KafkaConfig("127.0.0.1:9092", dead_letter_dir="avgrid-out"))
     sink.write(records); sink.commit_input("cam1"); sink.close()
 
@@ -19,11 +30,14 @@ configuration and the SASL PLAIN auth bytes at DEBUG, so a filter masks them on 
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import logging
 import os
 import shutil
 import tempfile
-from collections import deque
+import threading
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -38,6 +52,7 @@ from pipeline.sinks.base import SinkStats
 from pipeline.sinks.deadletter import DeadLetter
 
 log = logging.getLogger(__name__)
+MAX_ERRORS_KEPT = 20       # error messages kept in the statistics (the dead-letter file has every record)
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,11 @@ class KafkaConfig:
     max_block_s: float = 60.0               # send() waiting for topic metadata
     connect_timeout_s: float = 30.0
     resend_attempts: int = 2                # archive mode: extra sends after a retriable failure
+    ack_timeout_s: float | None = None      # a record unacknowledged this long is dead-lettered
+                                            # (None: delivery_timeout_s + 5)
+    down_after_s: float = 5.0               # no acknowledgement this long while records wait: "down"
+    unreachable_wait_s: float = 2.0         # broker silent for ack_timeout_s: how long a new record waits
+    close_timeout_s: float = 10.0           # close(): the longest it waits for what is still unacknowledged
     linger_ms: int = 5
     batch_size: int = 256 * 1024
     compression: str | None = None          # gzip, snappy, lz4, zstd (if installed)
@@ -80,6 +100,11 @@ class KafkaConfig:
 
     def topic(self, kind: str) -> str:
         return f"{self.prefix}.{kind}"
+
+    @property
+    def ack_deadline_s(self) -> float:
+        """Seconds after its first send by which a record is acknowledged or dead-lettered."""
+        return self.ack_timeout_s if self.ack_timeout_s is not None else self.delivery_timeout_s + 5.0
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(s for s in (self.sasl_password, self.ssl_password) if s)
@@ -158,10 +183,55 @@ def guard_kafka_logs(secrets: Sequence[str]) -> None:
                 logger.addFilter(_MASK_FILTER)
 
 
+def fix_idempotent_reset() -> bool:
+    """Make kafka-python's idempotent producer recover after it expired a batch it had sent.
+
+    kafka-python 3.0.x resets the producer id then (``TransactionManager.reset_producer_id``) but,
+    unlike the Java client (KAFKA-7737: ``transitionTo(UNINITIALIZED)``), leaves the manager READY,
+    so no new InitProducerId request is ever made and the producer sends nothing again, even once
+    the broker is back (measured: a broker SIGSTOPped past the delivery timeout, then resumed; not
+    one record delivered in 210 s). This puts the manager back in UNINITIALIZED, as Java does.
+    Applied once per process; returns False where kafka-python has no such method (nothing done).
+    """
+    try:
+        from kafka.producer import transaction_manager as tm
+        cls, uninitialized = tm.TransactionManager, tm.TransactionState.UNINITIALIZED
+        original = cls.reset_producer_id
+    except (ImportError, AttributeError):
+        return False
+    if getattr(original, "_avgrid_fixed", False):
+        return True
+
+    def reset_producer_id(self):
+        original(self)
+        with self._lock:
+            if not self.is_transactional():
+                self._current_state = uninitialized
+
+    reset_producer_id._avgrid_fixed = True
+    cls.reset_producer_id = reset_producer_id
+    return True
+
+
+@dataclass(frozen=True)
+class KafkaHealth:
+    """How the broker answers, as the sink sees it (see :meth:`KafkaSink.health`)."""
+
+    where: str                           # "kafka HOST:PORT" (password-free)
+    up: bool                             # False: records wait and nothing was acknowledged for down_after_s
+    down_since: _dt.datetime | None      # UTC: since when nothing was acknowledged (None while up)
+    waiting: int                         # records sent and not yet acknowledged or dead-lettered
+    dead_lettered: int                   # so far in this run
+    dropped: int                         # live mode: thrown away because the buffer was full
+    unreachable: bool = False            # silent for ack_timeout_s: new records wait unreachable_wait_s only
+    dead_letter_path: str | None = None
+
+
 class KafkaSink:
     """Sends records to ``<prefix>.<kind>`` topics; see the module docstring for the delivery rules."""
 
     def __init__(self, producer: KafkaProducer, cfg: KafkaConfig, *, dead_letter: DeadLetter | None = None):
+        fix_idempotent_reset()
         self._producer = producer
         self.cfg = cfg
         self.stats = SinkStats()
@@ -170,13 +240,19 @@ class KafkaSink:
         self._topics: set[str] = set()
         self._topic_of = {kind: cfg.topic(kind) for kind in KINDS + (STREAMS,)}
         self._partitioning: dict[str, tuple[list[int], dict[bytes, int]]] = {}
-        self._pending: deque = deque()       # (future, record, topic, sends so far), oldest first
-        self._failed_inputs: set[str] = set()
+        # (future, record, topic, sends so far, monotonic time of the first send), oldest first
+        self._pending: deque = deque()
+        self._failed_inputs: Counter = Counter()   # stream_id -> records of it dead-lettered
         self._txn: list[tuple[Record, str]] = []   # exactly-once: records of the open transaction
         self._txn_error: Exception | None = None
+        self._stuck: str | None = None        # exactly-once: a transaction call overran its deadline
         self._where = f"kafka {redact(cfg.bootstrap)}"
         self._closed = False
         self._pem_dir: str | None = None      # set by connect() when it wrote shipped PEM files
+        # the broker's silence (see _silence_start): when it last acknowledged anything (set by a callback
+        # on kafka-python's I/O thread), and the first send since then that was never acknowledged
+        self._last_ack = time.monotonic()
+        self._lost_at: float | None = None
         if cfg.exactly_once:
             producer.init_transactions()
             producer.begin_transaction()
@@ -217,6 +293,10 @@ class KafkaSink:
         sink._pem_dir = pem_dir
         # every topic exists once a run has started, also those of kinds nothing is found of
         sink._ensure_topics(list(sink._topic_of.values()))
+        # and the producer knows their partitions now, while the broker answers: a send to a topic it
+        # has no metadata for would wait max_block_s for it, per topic, once the broker stops answering
+        for topic in sink._topic_of.values():
+            sink._refresh_partitions(topic)
         return sink
 
     @property
@@ -224,12 +304,31 @@ class KafkaSink:
         """Records sent but not yet acknowledged (at most ``buffer_max_records``)."""
         return len(self._pending)
 
+    def health(self) -> KafkaHealth:
+        """The broker's state as this sink sees it. Reads counters only: safe to call from another
+        thread while a ``flush`` waits (the sink actor answers it between deliveries' waits)."""
+        now = time.monotonic()
+        silent = self._silence_start()
+        waiting = len(self._pending)
+        down = silent is not None and now - silent >= self.cfg.down_after_s
+        since = None
+        if down:
+            since = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=now - silent)
+        return KafkaHealth(where=self._where, up=not down, down_since=since, waiting=waiting,
+                           dead_lettered=self.stats.dead_lettered, dropped=self.stats.dropped,
+                           unreachable=self._unreachable(now),
+                           dead_letter_path=str(self._dead_letter.path) if self._dead_letter else None)
+
     # -- Sink -----------------------------------------------------------------------------------
 
     def write(self, records: Sequence[Record]) -> None:
-        """Queue records for sending; blocks (archive) or drops (live) when the buffer is full."""
+        """Queue records for sending; blocks (archive, at most until the oldest waiting record's
+        deadline) or drops (live) when the buffer is full."""
         if self._closed:
             raise SinkError(f"{self._where}: write after close")
+        if self._stuck:
+            self._dead([(rec, self._topic_of[rec.kind], self._stuck) for rec in records])
+            return
         limit = self.cfg.buffer_max_records
         failed, unavailable = [], {}      # topic -> why its last send failed in this call
         checked = set()                   # topics whose metadata was looked at in this call
@@ -254,8 +353,12 @@ class KafkaSink:
                 if reason:
                     failed.append((rec, topic, reason))
                     unavailable[topic] = reason
+                    if "Timeout" in reason:
+                        # the broker did not answer within max_block_s: the other topics would wait as
+                        # long each, so this write gives up on all of them
+                        unavailable.update({t: reason for t in self._topic_of.values()})
                     continue
-            reason = self._send(rec, topic, 0)
+            reason = self._send(rec, topic, 0, time.monotonic())
             if reason:
                 failed.append((rec, topic, reason))
                 unavailable[topic] = reason
@@ -264,58 +367,116 @@ class KafkaSink:
         self._reap(block=False)
 
     def flush(self) -> None:
-        """Wait until every queued record is acknowledged or dead-lettered (counted).
+        """Wait until every queued record is acknowledged or dead-lettered (counted); never longer
+        than the oldest record's deadline (``ack_timeout_s`` after its first send).
 
         Live mode waits at most ``live_flush_s``: a live run keeps going while the broker is away
-        (what stays unacknowledged is bounded by ``buffer_max_records``; ``close`` waits for it).
+        (what stays unacknowledged is bounded by ``buffer_max_records``; ``close`` settles it).
         Exactly-once mode: commits the open transaction (or aborts it and dead-letters its records
         when any of them failed). Raises SinkError when failed records have no dead-letter file.
         """
         self._flush(wait=not self.cfg.live)
 
-    def _flush(self, wait: bool) -> None:
+    def _flush(self, wait: bool, stop_at: float | None = None) -> None:
+        """``stop_at`` (monotonic): whatever is still unacknowledged then is dead-lettered.
+
+        Waits on each record's future with its own deadline; not ``KafkaProducer.flush(timeout)``,
+        which waits up to ``timeout`` per batch (so some multiple of it) and, without a timeout, for
+        ever once the producer stopped expiring batches."""
         if wait:
-            self._producer.flush()
+            self._reap(block=True, stop_at=stop_at)
         else:
-            try:
-                self._producer.flush(timeout=self.cfg.live_flush_s)
-            except KafkaTimeoutError:
-                pass    # still queued; settled by a later flush or by close
-        self._reap(block=wait)
+            # live: wait a moment for acknowledgements, dead-letter only what is past its deadline
+            self._reap(block=True, stop_at=time.monotonic() + self.cfg.live_flush_s, give_up_at_stop=False)
         if self.cfg.exactly_once:
-            self._end_transaction()
+            self._end_transaction(stop_at)
 
     def commit_input(self, input_key: str) -> None:
         """Flush; raise SinkError if any record of input ``input_key`` (stream_id) was dead-lettered,
         so that the input is not marked done anywhere and a re-run sends it again. Always waits for
-        every acknowledgement (also in live mode)."""
+        every acknowledgement (also in live mode), within the records' deadlines."""
         self._flush(wait=True)
-        if input_key in self._failed_inputs:
-            raise SinkError(f"{self._where}: records of input {redact(input_key)} could not be delivered "
-                            f"(dead-lettered in {self._dead_letter.path if self._dead_letter else 'nowhere'})")
+        lost = self._failed_inputs.get(input_key)
+        if lost:
+            silent = self._silence_start()
+            down = f"; nothing acknowledged for {time.monotonic() - silent:.0f} s" if silent is not None else ""
+            raise SinkError(f"{self._where}: records of input {redact(input_key)} could not be delivered: {lost} "
+                            f"dead-lettered{down} (in {self._dead_letter.path if self._dead_letter else 'nowhere'})")
 
     def abort(self) -> None:
         """Exactly-once mode: drop the open transaction; consumers reading committed data never see it."""
         if not self.cfg.exactly_once:
             raise SinkError(f"{self._where}: abort needs exactly_once=True")
-        self._producer.flush()
-        self._reap(block=True)
+        self._flush_pending_only()
         self._txn, self._txn_error = [], None
-        self._producer.abort_transaction()
+        if not self._within(self._producer.abort_transaction, self.cfg.ack_deadline_s, "abort_transaction"):
+            return
         self._producer.begin_transaction()
 
-    def close(self) -> None:
+    def _flush_pending_only(self) -> None:
+        self._reap(block=True)
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Flush and release the producer, within ``timeout_s`` (default ``close_timeout_s``):
+        records still unacknowledged then are dead-lettered, never left nowhere."""
         if self._closed:
             return
+        timeout_s = self.cfg.close_timeout_s if timeout_s is None else max(0.0, timeout_s)
+        stop_at = time.monotonic() + timeout_s
         try:
-            self._flush(wait=True)
+            self._flush(wait=True, stop_at=stop_at)
         finally:
             self._closed = True
-            self._producer.close(timeout=self.cfg.request_timeout_s)
+            self._close_producer(max(0.0, stop_at - time.monotonic()))
             if self._pem_dir:
                 shutil.rmtree(self._pem_dir, ignore_errors=True)
 
+    def _close_producer(self, timeout_s: float) -> None:
+        try:
+            self._producer.close(timeout=timeout_s)
+        except KafkaError:
+            # batches still queued (their records are dead-lettered already): kafka-python's close
+            # gives up at its flush and leaves its I/O thread retrying; stop that thread
+            sender = getattr(self._producer, "_sender", None)
+            if sender is not None and hasattr(sender, "force_close"):
+                try:
+                    sender.force_close()
+                except Exception:  # noqa: BLE001  (best effort: the thread is a daemon anyway)
+                    pass
+
     # -- internals ------------------------------------------------------------------------------
+
+    def _acked(self, _metadata) -> None:
+        """Callback of every successful send, on kafka-python's I/O thread."""
+        self._last_ack = time.monotonic()
+
+    def _silence_start(self) -> float | None:
+        """Monotonic time since which records have waited and nothing was acknowledged, or None when
+        nothing waits unanswered. A record dead-lettered unanswered keeps the silence going until
+        the broker acknowledges something again."""
+        start = None
+        try:
+            start = self._pending[0][4]
+        except IndexError:
+            pass
+        lost = self._lost_at
+        if lost is not None and lost >= self._last_ack:
+            start = lost if start is None else min(start, lost)
+        return None if start is None else max(start, self._last_ack)
+
+    def _unreachable(self, now: float) -> bool:
+        silent = self._silence_start()
+        return silent is not None and now - silent >= self.cfg.ack_deadline_s
+
+    def _due(self, sent_at: float) -> float:
+        """Monotonic time by which a record first sent at ``sent_at`` is acknowledged or dead-lettered:
+        ``ack_deadline_s`` after that, and at most ``unreachable_wait_s`` after the broker has been
+        silent for ``ack_deadline_s``."""
+        due = sent_at + self.cfg.ack_deadline_s
+        silent = self._silence_start()
+        if silent is not None:
+            due = min(due, max(sent_at, silent + self.cfg.ack_deadline_s) + self.cfg.unreachable_wait_s)
+        return due
 
     def _ensure_topic(self, topic: str) -> None:
         self._ensure_topics([topic])
@@ -349,7 +510,7 @@ class KafkaSink:
         finally:
             admin.close()
 
-    def _send(self, rec: Record, topic: str, sends: int) -> str | None:
+    def _send(self, rec: Record, topic: str, sends: int, sent_at: float) -> str | None:
         """Queue one record; returns why it could not even be queued (None: queued)."""
         try:
             key = rec.stream_id.encode("utf-8")
@@ -357,7 +518,8 @@ class KafkaSink:
                                          partition=self._partition(topic, key))
         except KafkaError as e:
             return f"send failed: {type(e).__name__}: {e}"
-        self._pending.append((future, rec, topic, sends + 1))
+        future.add_callback(self._acked)
+        self._pending.append((future, rec, topic, sends + 1, sent_at))
         if self.cfg.exactly_once:
             self._txn.append((rec, topic))
         return None
@@ -384,19 +546,39 @@ class KafkaSink:
             p = by_key[key] = parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
         return p
 
-    def _reap(self, block: bool, until: int = 0) -> None:
-        """Settle finished sends, oldest first; with ``block`` wait until at most ``until`` are pending."""
+    def _reap(self, block: bool, until: int = 0, stop_at: float | None = None, give_up_at_stop: bool = True) -> None:
+        """Settle finished sends, oldest first, and dead-letter those past their deadline (:meth:`_due`).
+
+        ``block``: wait until at most ``until`` records are pending, each at most until its deadline
+        and all of them at most until ``stop_at`` (monotonic); at ``stop_at`` what is still
+        unacknowledged is dead-lettered too, unless ``give_up_at_stop`` is False (then it stays queued).
+        """
         failed = []
         pending = self._pending
         while len(pending) > (until if block else 0):
-            future, rec, topic, sends = pending[0]
-            if not future.is_done:
-                if not block:
+            future, rec, topic, sends, sent_at = pending[0]
+            while not future.is_done:
+                now = time.monotonic()
+                limit = self._due(sent_at) if stop_at is None else min(self._due(sent_at), stop_at)
+                if not block or now >= limit:
                     break
                 try:
-                    future.get()
+                    # at most a second at a time: an acknowledgement of another record moves the deadline
+                    future.get(timeout=min(limit - now, 1.0))
                 except Exception:   # noqa: BLE001  (the failure is read from the future below)
                     pass
+            if not future.is_done:
+                now = time.monotonic()
+                if now < self._due(sent_at) and not (give_up_at_stop and stop_at is not None and now >= stop_at):
+                    break           # it still has time
+                pending.popleft()
+                self._lost(sent_at)
+                why = f"not acknowledged within {now - sent_at:.0f} s (broker down or too slow)"
+                if self.cfg.exactly_once:      # the whole transaction is aborted and dead-lettered
+                    self._txn_error = KafkaTimeoutError(why)
+                else:
+                    failed.append((rec, topic, why))
+                continue
             pending.popleft()
             if self.cfg.exactly_once:
                 # counted (or dead-lettered) when the transaction ends
@@ -407,10 +589,14 @@ class KafkaSink:
                 self.stats.written[rec.kind] += 1
                 continue
             exc = future.exception
-            if (not self.cfg.live and sends <= self.cfg.resend_attempts
-                    and getattr(exc, "retriable", False)):
+            if isinstance(exc, KafkaTimeoutError):
+                self._lost(sent_at)
+            # a resend keeps the record's deadline: kafka-python expiring it means the time is up
+            if (not self.cfg.live and sends <= self.cfg.resend_attempts and getattr(exc, "retriable", False)
+                    and not isinstance(exc, KafkaTimeoutError)
+                    and time.monotonic() < self._due(sent_at)):
                 log.warning("%s: %s record %s failed (%s); sending again", self._where, topic, rec.record_id, exc)
-                reason = self._send(rec, topic, sends)
+                reason = self._send(rec, topic, sends, sent_at)
                 if reason:
                     failed.append((rec, topic, reason))
             else:
@@ -418,18 +604,54 @@ class KafkaSink:
         if failed:
             self._dead(failed)
 
-    def _end_transaction(self) -> None:
+    def _lost(self, sent_at: float) -> None:
+        """A record sent at ``sent_at`` was never acknowledged: the silence goes on until an acknowledgement."""
+        if self._lost_at is None or self._lost_at < self._last_ack:
+            self._lost_at = sent_at
+        else:
+            self._lost_at = min(self._lost_at, sent_at)
+
+    def _within(self, call, timeout_s: float, what: str) -> bool:
+        """Run a transaction call (kafka-python waits on those without a timeout) for at most
+        ``timeout_s``. Past it the producer counts as stuck: every later record is dead-lettered."""
+        box: list = []
+
+        def run():
+            try:
+                call()
+                box.append(None)
+            except BaseException as e:  # noqa: BLE001  (re-raised in the caller's thread)
+                box.append(e)
+
+        t = threading.Thread(target=run, name=f"avgrid-kafka-{what}", daemon=True)
+        t.start()
+        t.join(max(0.0, timeout_s))
+        if not box:
+            self._stuck = f"transactional producer stuck: {what} not answered within {timeout_s:.0f} s"
+            log.error("%s: %s", self._where, self._stuck)
+            return False
+        if box[0] is not None:
+            raise box[0]
+        return True
+
+    def _end_transaction(self, stop_at: float | None = None) -> None:
         txn, self._txn = self._txn, []
         error, self._txn_error = self._txn_error, None
         if not txn:
             return
+        timeout = self.cfg.ack_deadline_s if stop_at is None else max(0.0, stop_at - time.monotonic())
         try:
             if error is not None:
                 raise error
-            self._producer.commit_transaction()
+            if self._stuck or not self._within(self._producer.commit_transaction, timeout, "commit_transaction"):
+                self._dead([(r, t, self._stuck) for r, t in txn])
+                return
         except KafkaError as e:
-            self._producer.abort_transaction()
-            self._producer.begin_transaction()
+            try:
+                if self._within(self._producer.abort_transaction, timeout, "abort_transaction"):
+                    self._producer.begin_transaction()
+            except KafkaError as abort_error:
+                self._stuck = f"transaction could not be aborted: {type(abort_error).__name__}: {abort_error}"
             self._dead([(r, t, f"transaction aborted: {type(e).__name__}: {e}") for r, t in txn])
             return
         self._producer.begin_transaction()
@@ -444,10 +666,11 @@ class KafkaSink:
 
     def _dead(self, failures: list[tuple[Record, str, str]]) -> None:
         for rec, _topic, _reason in failures:
-            self._failed_inputs.add(rec.stream_id)
+            self._failed_inputs[rec.stream_id] += 1
         reason = redact(failures[0][2])
         msg = f"{self._where}: {len(failures)} records failed permanently (first: {reason})"
-        self.stats.errors.append(msg)
+        if len(self.stats.errors) < MAX_ERRORS_KEPT:    # a long outage must not grow memory without bound
+            self.stats.errors.append(msg)
         if self._dead_letter is None:
             log.error("%s; no dead_letter_dir configured", msg)
             raise SinkError(f"{msg}; no dead_letter_dir configured, records lost")
