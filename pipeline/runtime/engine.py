@@ -52,6 +52,7 @@ from pipeline.runtime.state import DeliveryReport, InputResult, InputSpec, RunSu
 
 log = logging.getLogger("avgrid.runtime")
 GAP_MODEL = "avgrid-runtime/1 gap"   # the record's model says why: "avgrid-runtime/1 gap: reconnect"
+DAMAGE_MODEL = "avgrid-runtime/1 damaged"   # ...: decode_errors (packets skipped) or truncated (the end missing)
 ARCHIVE_DECODE_NICE = 4   # archives: decoding runs this much nicer than the operators (Ray workers: 15)
 LIVE_FLUSH_S = 5.0        # live: sinks flush (Kafka acks, Parquet files) at least this often
 OPERATOR_BACK_S = 120.0   # an operator actor that died is asked this long whether Ray restarted it
@@ -679,11 +680,29 @@ class _Loop:
                 return
             if r.builder is not None:
                 self._emit(r, r.builder.finish())
+                self._emit(r, self._damage_drafts(r))
             if r.held or r.spec.commit_key:
                 r.move(StreamState.COMMITTING)
                 self._deliver(r, r.spec.commit_key, final=True)
             else:
                 self._finish_ok(r)
+
+    def _damage_drafts(self, r: StreamRun) -> list[Draft]:
+        """Engine change (reliability): a file read as far as it went (see pipeline.sources.damage) gets
+        one ``damaged`` event per stretch it lost (``detail``: ``decode_errors=N`` or ``truncated``) and
+        its warning in the summary; it stays ``ok``."""
+        facts = r.facts or {}
+        r.result.warning = facts.get("warning") or ""
+        origin, t0 = facts.get("media_origin"), facts.get("t0_s")
+        out = []
+        for t_start, t_end, detail in facts.get("damaged") or ():
+            wall = None if origin is None or t0 is None else origin + _dt.timedelta(seconds=t_start - t0)
+            wall_end = None if wall is None else wall + _dt.timedelta(seconds=t_end - t_start)
+            out.append(Draft("event", r.builder.stream_id, float(t_start), float(t_end), wall,
+                             f"{DAMAGE_MODEL}: {detail.split('=')[0]}",
+                             {"label": "damaged", "modality": "audiovisual", "score": 1.0, "count": None,
+                              "detail": detail}, wall_end=wall_end, operator="runtime"))
+        return out
 
     def _deliver(self, r: StreamRun, commit_key: str | None, final: bool = False, flush: bool = True) -> None:
         """Records go to the sinks (and, with ``commit_key``, the input is committed after them)."""
@@ -766,7 +785,7 @@ class _Loop:
         status = result.status if result.status in ("ok", "failed", "skipped") else "failed"
         row = StreamRecord.make(
             stream_id=result.stream_id or result.input, source=source, run_id=self.e.run_id, status=status,
-            error=(result.reason or None) if status != "ok" else None, live=live,
+            error=(result.reason or None) if status != "ok" else (result.warning or None), live=live,
             duration_s=result.duration_s if result.duration_s is not None else (result.media_s or None),
             cells=result.cells, records=sum(result.records.values()), gaps=result.gaps,
             settings=json.dumps(settings, sort_keys=True), started_at=started, finished_at=now, **known)

@@ -97,6 +97,7 @@ class InputResult:
     restarts: int = 0
     gaps: int = 0
     wall_s: float = 0.0
+    warning: str = ""                    # ok, but damaged: what is missing (undecodable packets, truncated end)
 
 
 @dataclass
@@ -174,6 +175,11 @@ class RunSummary:
                       for r in notes]
         if failures and self.failures:
             lines += self.failure_lines()
+        damaged = [r for r in self.inputs if r.status == "ok" and r.warning]
+        if damaged:
+            lines.append(f"{len(damaged)} input(s) annotated as far as they could be decoded (damaged events mark "
+                         f"what is missing):")
+            lines += [f"  {r.input}: {r.warning}" for r in damaged]
         lines += self.notes
         return "\n".join(lines)
 

@@ -42,6 +42,7 @@ from av.video.reformatter import VideoReformatter
 from pipeline.errors import SourceError
 from pipeline.grid import Gap, GridAligner, GridConfig
 from pipeline.sources.base import Source, SourceOptions, log
+from pipeline.sources.damage import DamageLog, media_terms
 from pipeline.sources.relay import RELAYED_SCHEMES, FfmpegRelay, can_relay
 
 
@@ -112,6 +113,22 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def _file_open_reason(e: BaseException) -> str:
+    """Why a file would not open, in media terms (FFmpeg answers damaged headers with errno texts)."""
+    if isinstance(e, av.InvalidDataError):
+        return "no media container FFmpeg can read (not a media file, or its header is damaged)"
+    if isinstance(e, av.EOFError):
+        return "the file ends inside its header (truncated)"
+    if isinstance(e, FileNotFoundError) or getattr(e, "errno", None) == 2:
+        return "no such file"
+    if isinstance(e, PermissionError) and not isinstance(e, av.FFmpegError):
+        return "permission denied"
+    if isinstance(e, av.FFmpegError):
+        log.debug("cannot open: %s", _reason(e))
+        return "its header is damaged or of a kind FFmpeg cannot read"
+    return _reason(e)
+
+
 def _login_hint(url: str, e: BaseException) -> str:
     """What to check when opening ``url`` failed with ``e``: the login for a 401/403, the
     percent-encoding when an "@" sits where a raw one in a password would push it. "" otherwise."""
@@ -178,6 +195,7 @@ class AVSource(Source):
         self._timeline_end = None          # end (timeline s) of the last cell of the previous segment
         self._pending_gap = ""             # reason for the gap the next segment starts with
         self.bad_packets = 0
+        self.damage = DamageLog(grid.hop_s)   # files: what would not decode, a read cut short, a truncated end
         self.frames_decoded = 0
         self.packets_skippable = 0         # video packets decoded with skip_frame=NONREF (see _unsampled)
         self.cells_out = 0
@@ -227,7 +245,7 @@ class AVSource(Source):
                 # header and then waits a second deadline in find_stream_info
                 c = av.open(self._relay.start(), timeout=timeout)
         except (av.FFmpegError, OSError, ValueError) as e:
-            reason = _reason(e)
+            reason = _reason(e) if self.is_live or "://" in self._url else _file_open_reason(e)
             scheme = urlsplit(self._url).scheme
             if isinstance(e, av.ProtocolNotFoundError):
                 reason = f"the FFmpeg inside PyAV {av.__version__} has no '{scheme}' protocol"
@@ -283,12 +301,18 @@ class AVSource(Source):
                 self._last_packet_mono = min(self._last_packet_mono, time.monotonic() - opts.read_timeout_s)
             except (av.FFmpegError, OSError) as e:
                 err = SourceError(self._url, _reason(e))
+                if not self.is_live:     # a file: what went wrong with its data, not FFmpeg's errno text
+                    log.debug("%s: read error: %s", self.source, _reason(e))
+                    err = SourceError(self._url, media_terms("container", e))
             finally:
                 self._release()
             if self._stop.is_set():
                 return
             self._end_segment()
-            if not self.is_live or not opts.reconnect:
+            if not self.is_live:
+                self._end_of_file(err, got_any)
+                return
+            if not opts.reconnect:
                 if err is not None:
                     raise err
                 if not got_any or self.cells_out == 0:
@@ -316,6 +340,64 @@ class AVSource(Source):
             self._pending_gap = "reconnect"
             self._gap_extra = {"cause": why, "attempts": failures}
 
+    def _end_of_file(self, err: SourceError | None, got_any: bool) -> None:
+        """A file read as far as it goes, as ffmpeg reads it: it fails only when nothing could be
+        decoded; otherwise a read error, undecodable packets or an end short of the declared duration
+        are reported as damage (``self.facts["damaged"]``, ``["warning"]``), and the media stays."""
+        if not got_any or self.cells_out == 0:
+            d = self.damage
+            if err is not None:
+                raise SourceError(self._url, f"nothing decodable: {err.reason}")
+            if d.bad_packets:
+                raise SourceError(self._url, f"no decodable audio or video ({d.warning()})")
+            raise SourceError(self._url, "no decodable audio or video")
+        declared = None
+        start = getattr(self, "_declared_start", None)
+        if self.duration_s and self._n_segments == 1:
+            # one continuous clock: the media should reach the container's declared end (after a PTS
+            # jump or reset, that declaration no longer maps onto the timeline)
+            declared = (start if start is not None else (self.facts.get("t0_s") or 0.0)) + self.duration_s
+        data_end = getattr(self, "_prev_data_end", None)
+        self.damage.finish(data_end_s=None if data_end is None else data_end + self._tol, declared_end_s=declared,
+                           read_error=err.reason if err is not None else None)
+        self.facts.update(self.damage.facts())
+
+    def _bad_packet(self, packet, vs, exc: BaseException) -> None:
+        """A packet that would not decode: skipped and counted, as ffmpeg does (its frames are missing)."""
+        self.bad_packets += 1
+        kind = "video" if packet.stream is vs else "audio"
+        t = packet.pts if packet.pts is not None else packet.dts
+        offset = self._seg.aligner.offset if self._seg is not None else 0.0
+        t_s = None
+        if t is not None and packet.time_base is not None:
+            t_s = _seconds(t, packet.time_base) + offset
+        elif kind in self._last_t:       # no timestamp (often a cut-off last packet): after the stream's last frame
+            t_s = self._last_t[kind] + offset
+        dur = _seconds(packet.duration, packet.time_base) if packet.duration and packet.time_base else 0.0
+        if not self.is_live:
+            self.damage.bad_packet(kind, packet.stream.codec_context.name, t_s, dur)
+        log.debug("%s: %s packet at %s s skipped: %s", self.source, kind, t_s, _reason(exc))
+
+    def _new_resampler(self):
+        return av.AudioResampler(format="flt", layout="mono", rate=self.grid.sample_rate_hz)
+
+    def _resample(self, frame) -> list:
+        """The frame through the resampler; a frame whose format differs from the one the resampler was
+        made for (rate, layout, sample format changed mid-stream) gets a new resampler, after what the
+        old one still held has been placed."""
+        try:
+            return self._resampler.resample(frame)
+        except ValueError:        # PyAV: "Frame does not match AudioResampler setup"
+            self._feed_audio(self._drain_resampler())
+            self._resampler = self._new_resampler()
+            return self._resampler.resample(frame)
+
+    def _drain_resampler(self) -> list:
+        try:
+            return self._resampler.resample(None)
+        except (av.FFmpegError, ValueError):
+            return []
+
     def _read_container(self, container) -> bool:
         """Demux and decode until end of stream; True if any frame was delivered."""
         vs = container.streams.video[0] if container.streams.video else None
@@ -337,6 +419,7 @@ class AVSource(Source):
         if not self.is_live:
             starts = [s.start_time * s.time_base for s in (vs, as_) if s is not None and s.start_time is not None]
             self._file_t0 = float(min(starts)) if starts else None
+            self._declared_start = container.start_time / 1e6 if container.start_time is not None else self._file_t0
         read_timeout = self.options.read_timeout_s if self.is_live else None
         got_any = False
         # frames nothing references and no slot can pick are not decoded (FFmpeg's skip_frame, set
@@ -372,8 +455,10 @@ class AVSource(Source):
                     self._skipped.append(t_skip)
             try:
                 frames = packet.decode()
-            except av.InvalidDataError:
-                self.bad_packets += 1   # a corrupt packet costs its frame, not the stream
+            except av.FFmpegError as e:
+                # any decoder error (damaged data comes back as EINVAL, EPERM, EIO or codec-private
+                # codes) costs that packet's frames, not the stream
+                self._bad_packet(packet, vs, e)
                 continue
             for frame in frames:
                 got_any = True
@@ -384,7 +469,7 @@ class AVSource(Source):
             if self._seg is not None and not self._emit(self._ready(self._seg.aligner.pop_ready)):
                 break
         if self._resampler is not None and self._seg is not None:
-            self._feed_audio(self._resampler.resample(None))
+            self._feed_audio(self._drain_resampler())
         return got_any
 
     def _unsampled(self, packet) -> float | None:
@@ -422,7 +507,14 @@ class AVSource(Source):
         if self._route("audio", t):
             if frame.pts is None:       # the resampler places output by input pts
                 frame.pts, frame.time_base = round(t * frame.sample_rate), Fraction(1, frame.sample_rate)
-            self._feed_audio(self._resampler.resample(frame))
+            try:
+                self._feed_audio(self._resample(frame))
+            except av.FFmpegError as e:     # a frame the resampler cannot take: its samples are missing
+                self.bad_packets += 1
+                if not self.is_live:
+                    self.damage.bad_packet("audio", self.facts.get("audio_codec") or "?", t,
+                                           frame.samples / (frame.sample_rate or 1))
+                log.debug("%s: audio frame at %.2f s not resampled: %s", self.source, t, _reason(e))
 
     def _feed_audio(self, frames) -> None:
         for o in frames:
