@@ -35,11 +35,12 @@ DEFAULT_OUT = "./avgrid-out"
 
 _SHOWN = {"progress": "on when stderr is a terminal", "operator_actors": "one per 2 Ray CPUs, at least 1",
           "num_cpus": "all", "action_weights": "torchvision's cache", "duration": "until SIGINT/SIGTERM",
-          "media_origin": "the file's creation_time, if any", "dashboard_port": "off"}
+          "media_origin": "the file's creation_time, if any", "dashboard_port": "off",
+          "start_timeout_s": "keeps trying"}
 # options that only make sense for one command
 _ONLY = {"duration": "run", "status_interval_s": "run", "concurrency": "annotate", "readahead_cells": "annotate",
          "media_origin": "annotate", "force": "annotate", "full_hash": "annotate", "dashboard_port": "run",
-         "executor": "annotate", "local_max_mb": "annotate"}
+         "executor": "annotate", "local_max_mb": "annotate", "start_timeout_s": "run"}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -89,6 +89,7 @@ class Config:
     num_cpus: int | None = None
     torch_threads: int = 1
     status_interval_s: float = 5.0
+    start_timeout_s: float | None = None
     progress: bool | None = None
     # ((pattern, ISO-8601 time), ...): the capture time of the first cell of the inputs a path or glob
     # matches ("*": every input); wins over the container's creation_time
@@ -167,6 +168,8 @@ HELP: dict[str, str] = {
     "num_cpus": "CPUs for the local Ray instance",
     "torch_threads": "torch threads per operator actor",
     "status_interval_s": "avgrid run: seconds between status lines",
+    "start_timeout_s": "avgrid run: a source that cannot be reached at start is retried with the reconnect backoff "
+                       "(status 'connecting') for this many seconds, then fails; 0 fails at once",
     "progress": "progress bars on/off",
     "detect_px": "offline/standard: long side (px) of the larger copy of one frame per cell that people are "
                  "found in (aspect kept, never upscaled); 0 turns people, zones and lines off",
@@ -322,6 +325,8 @@ def validate(cfg: Config, origin: str = "config") -> Config:
     for name in ("local_max_mb", "thumbnail_interval_s"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{origin}: option {name!r} must be >= 0")
+    if cfg.start_timeout_s is not None and cfg.start_timeout_s < 0:
+        raise ConfigError(f"{origin}: option 'start_timeout_s' must be >= 0 seconds")
     if cfg.max_wait_ms < 0:
         raise ConfigError(f"{origin}: option 'max_wait_ms' must be >= 0")
     if cfg.detect_px < 0 or cfg.detect_fps <= 0:

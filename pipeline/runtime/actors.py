@@ -159,6 +159,7 @@ class SourceWorker:
                     queue_depth=src.queued_cells if src else 0,
                     facts=dict(getattr(src, "facts", None) or {}) or None,
                     source_state="ended" if done else "connecting" if src is None else getattr(src, "state", "reading"),
+                    source_note=getattr(src, "last_error", None) if src is not None else None,
                     thumbnail=self._thumbnail(payload, src)), payload
 
     def pull(self, max_cells: int, wait_s: float = 0.2, gen: int | None = None) -> Pull:

@@ -56,6 +56,7 @@ DAMAGE_MODEL = "avgrid-runtime/1 damaged"   # ...: decode_errors (packets skippe
 ARCHIVE_DECODE_NICE = 4   # archives: decoding runs this much nicer than the operators (Ray workers: 15)
 LIVE_FLUSH_S = 5.0        # live: sinks flush (Kafka acks, Parquet files) at least this often
 OPERATOR_BACK_S = 120.0   # an operator actor that died is asked this long whether Ray restarted it
+START_GRACE_S = 10.0      # live --duration with no media at all: also ends this long after it would have
 
 
 class Observer:
@@ -350,6 +351,8 @@ class _Loop:
         options = dict(self.e.source_options)
         if spec.media_origin is not None:
             options["media_origin"] = spec.media_origin
+        if self.live and self.cfg.start_timeout_s is not None:
+            options.setdefault("start_timeout_s", self.cfg.start_timeout_s)
         args = dict(name=spec.name, live=spec.live, capacity_cells=self.cfg.max_inflight, options=options)
         run.reused = bool(self.idle_sources) and not fresh
         if run.reused:
@@ -394,11 +397,17 @@ class _Loop:
         # and the stream handshakes took; a stream that never opens ends by its own error
         t_end = None
         last_tick = 0.0
+        started = time.monotonic()
         while True:
             now = time.monotonic()
             first = self.sched.first_media_at
             if duration and t_end is None and first is not None:
                 t_end = first + duration
+            if duration and t_end is None and self.live and not self.describing \
+                    and now - started >= duration + START_GRACE_S:
+                # sources that cannot be reached keep trying (state "connecting"); when none has
+                # delivered anything by --duration (plus one open deadline), the run ends anyway
+                t_end = now
             if self.stopping_at is None and ((stop is not None and stop.is_set()) or (t_end and now >= t_end)):
                 self._stop(now)
             if self.stopping_at is not None and now - self.stopping_at > self.e.drain_s:
@@ -533,7 +542,7 @@ class _Loop:
             return
         if p.facts:
             r.facts = p.facts
-        r.source_state = p.source_state
+        r.source_state, r.source_note = p.source_state, p.source_note
         if p.thumbnail is not None:
             r.thumbnail = p.thumbnail
         if p.info is not None and r.info is None:
@@ -757,7 +766,8 @@ class _Loop:
 
     def _finish_ok(self, r: StreamRun) -> None:
         if self.live and r.last_seen is None and not r.result.cells:
-            self._fail(r, "stopped before any media arrived (the stream was still opening)")
+            last = f"; last attempt: {r.source_note}" if r.source_note else ""
+            self._fail(r, f"stopped before any media arrived (the stream was still opening{last})")
             return
         r.result.status = "ok"
         if r.result.duration_s is None:

@@ -110,6 +110,7 @@ class Pull:
     queue_depth: int = 0
     facts: dict | None = None       # the input's codecs, size, rates, t0 and media origin (once known)
     source_state: str = "connecting"   # connecting (opening the input), reading, reconnecting, ended
+    source_note: str | None = None     # connecting / reconnecting: why the last attempt to open failed
     thumbnail: Thumbnail | None = None
 
 

@@ -103,10 +103,11 @@ def state_text(run: StreamRun, now: float, hop_s: float) -> str:
     """``running``, ``connecting (4 s)``, ``reconnecting (no media for 9 s)``, ``stalled (no media for 12 s)``."""
     state = run.liveness(now, stall_after_s(hop_s))
     quiet = run.no_media_s(now)
+    why = f", last attempt: {run.source_note}" if run.source_note and state in ("connecting", "reconnecting") else ""
     if state == "connecting":
-        return f"connecting ({quiet:.0f} s)"
+        return f"connecting ({quiet:.0f} s{why})"
     if state in ("stalled", "reconnecting"):
-        return f"{state} (no media for {quiet:.0f} s)"
+        return f"{state} (no media for {quiet:.0f} s{why})"
     return state
 
 

@@ -231,6 +231,7 @@ class StreamRun:
         self.facts: dict = {}                      # what the source found in the input (streams dataset)
         self.source_state = "connecting"           # as the source actor last reported it (Pull.source_state)
         self.thumbnail = None                      # the latest Thumbnail the source sent (live page)
+        self.source_note: str | None = None        # and why its last attempt to open failed (Pull.source_note)
         self.last_media_at: float | None = None    # monotonic time the last cell arrived
         self.fps_window: deque = deque(maxlen=64)  # (monotonic time, frames) for the status line
         self.latencies: deque = deque(maxlen=512)  # cell arrival -> record built, seconds

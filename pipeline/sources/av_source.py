@@ -210,8 +210,13 @@ class AVSource(Source):
         self._gap_extra: dict = {}      # and what caused it (a reconnect's last error, attempts)
         self._pace0: tuple[float, float] | None = None   # realtime files: (monotonic, media s) of the first cell
         self._relay: FfmpegRelay | None = None   # set when PyAV's FFmpeg lacks the protocol (srt://)
-        self._container = self._open()     # fail early: a bad input raises here, in the caller's thread
-        if auto_live and self._container.format.name == "hls" and self._container.duration:
+        self._retry_at_start = True     # False once an open failed in a way waiting does not mend
+        self.last_error: str | None = None   # live: why the last open failed (while connecting, reconnecting)
+        # fail early: a bad input raises here, in the caller's thread; a live one that cannot be reached
+        # yet is retried by the reader thread, as one that dropped would be (self._container is None)
+        self._container = self._open_at_start()
+        if auto_live and self._container is not None and self._container.format.name == "hls" \
+                and self._container.duration:
             self.is_live = False           # a VOD playlist (it has a total duration): read it once, like a file
         if not self.is_live and self._container.duration:
             self.duration_s = self._container.duration / 1e6
@@ -221,7 +226,7 @@ class AVSource(Source):
             if self._origin is None:
                 self._origin = _creation_time(self._container)
                 origin_from = "creation_time" if self._origin is not None else None
-        self.facts = _stream_facts(self._container)
+        self.facts = _stream_facts(self._container) if self._container is not None else {}
         self.facts.update(media_origin=self._origin, media_origin_from=origin_from if not self.is_live else "live")
 
     # -- open --------------------------------------------------------------------------------
@@ -258,6 +263,9 @@ class AVSource(Source):
                 reason = (f"via the ffmpeg CLI relay (the FFmpeg inside PyAV has no '{scheme}' protocol): "
                           f"{self._relay.explain(reason)}")
                 self._relay.stop()
+            # waiting does not mend a refused login or a protocol FFmpeg lacks
+            self._retry_at_start = not isinstance(e, (av.ProtocolNotFoundError, av.HTTPUnauthorizedError,
+                                                      av.HTTPForbiddenError, av.HTTPNotFoundError))
             raise SourceError(self._url, f"cannot open: {reason}") from None
         finally:
             self._blocking("", None)
@@ -267,6 +275,20 @@ class AVSource(Source):
                 self._relay.stop()
             raise SourceError(self._url, "no audio or video stream")
         return c
+
+    def _open_at_start(self):
+        """``_open()``; for a live input with reconnects on, a failure that may pass (no answer, refused,
+        reset, a server error) returns None instead and :meth:`_produce` retries with the reconnect
+        backoff, ``state`` "connecting", until ``options.start_timeout_s``. A failure that will not pass
+        by waiting (a login refused, a protocol FFmpeg lacks, nothing to play) still raises."""
+        try:
+            return self._open()
+        except SourceError as e:
+            if not (self.is_live and self.options.reconnect) or self.options.start_timeout_s == 0 \
+                    or not self._retry_at_start:
+                raise
+            self.state, self.last_error, self._start_error = "connecting", e.reason, e
+            return None
 
     def _release(self) -> None:
         c, self._container = self._container, None
@@ -287,6 +309,13 @@ class AVSource(Source):
     def _produce(self) -> None:
         opts = self.options
         failures, backoff = 0, opts.backoff_initial_s
+        if self._container is None:     # live, not reachable at start: the backoff of a dropped source
+            retry = self._reopen(self._start_error.reason, failures, backoff)
+            if retry is None:
+                return
+            failures, backoff = retry
+            self.facts.update(_stream_facts(self._container))
+            self._pending_gap, self._gap_extra = "", {}   # nothing was missed: the stream had not started
         while True:
             err = None
             got_any = False
@@ -323,22 +352,39 @@ class AVSource(Source):
                 failures, backoff = 0, opts.backoff_initial_s
             why = err.reason if err is not None else "end of stream"
             self.state = "reconnecting"
-            while self._container is None:
-                failures += 1
-                if opts.max_reconnects is not None and failures > opts.max_reconnects:
-                    raise SourceError(self._url, f"gave up after {failures - 1} reconnect attempts ({why})")
-                log.warning("%s: %s; reconnecting in %.1f s (attempt %d)", self.source, why, backoff, failures)
-                self._blocking("reconnect wait", backoff + 1.0)
-                if not self._sleep(backoff):
-                    return
-                backoff = min(backoff * 2, opts.backoff_max_s)
-                try:
-                    self._container = self._open()
-                except SourceError as e:
-                    why = e.reason
-            self.state = "reading"
-            self._pending_gap = "reconnect"
-            self._gap_extra = {"cause": why, "attempts": failures}
+            retry = self._reopen(why, failures, backoff)
+            if retry is None:
+                return
+            failures, backoff = retry
+
+    def _reopen(self, why: str, failures: int, backoff: float) -> tuple[int, float] | None:
+        """Reopen the input with exponential backoff until it opens; (failures, backoff) then, None when
+        closed meanwhile. Raises SourceError past ``max_reconnects`` consecutive failures or, for a
+        source that never opened (``state`` "connecting"), past ``start_timeout_s``."""
+        opts = self.options
+        at_start = self.state == "connecting"
+        t0 = time.monotonic()
+        while self._container is None:
+            failures += 1
+            if opts.max_reconnects is not None and failures > opts.max_reconnects:
+                raise SourceError(self._url, f"gave up after {failures - 1} reconnect attempts ({why})")
+            if at_start and opts.start_timeout_s is not None and time.monotonic() - t0 >= opts.start_timeout_s:
+                raise SourceError(self._url, f"not reachable at start: gave up after {failures - 1} attempts in "
+                                             f"{time.monotonic() - t0:.0f} s ({why})")
+            log.warning("%s: %s; %s in %.1f s (attempt %d)", self.source, why,
+                        "trying again" if at_start else "reconnecting", backoff, failures)
+            self._blocking("reconnect wait", backoff + 1.0)
+            if not self._sleep(backoff):
+                return None
+            backoff = min(backoff * 2, opts.backoff_max_s)
+            try:
+                self._container = self._open()
+            except SourceError as e:
+                why = self.last_error = e.reason
+        self.state = "reading"
+        self._pending_gap = "reconnect"
+        self._gap_extra = {"cause": why, "attempts": failures}
+        return failures, backoff
 
     def _end_of_file(self, err: SourceError | None, got_any: bool) -> None:
         """A file read as far as it goes, as ffmpeg reads it: it fails only when nothing could be

@@ -55,6 +55,9 @@ class SourceOptions:
         camera clock that runs slower or faster than this machine's.
     media_origin: files: the UTC capture time of the first cell's start (``--media-origin``); wins
         over the container's ``creation_time``. With either, archive cells carry ``wall_start``.
+    start_timeout_s: live inputs that cannot be opened at start are retried with the reconnect
+        backoff (state ``connecting``) for this long, then fail; None retries for ever, like a
+        source that dropped later; 0 fails at the first attempt.
     """
 
     open_timeout_s: float = 10.0
@@ -72,6 +75,7 @@ class SourceOptions:
     skip_unsampled: bool = True
     clock_window_s: float = 30.0
     media_origin: _dt.datetime | None = None
+    start_timeout_s: float | None = None
 
 
 class Source:

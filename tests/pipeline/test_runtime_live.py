@@ -155,7 +155,7 @@ def test_sigterm_drains_flushes_and_exits_0_within_10_s(tmp_path):
         while time.monotonic() < deadline:          # wait for the first status line with records
             line = proc.stderr.readline()
             seen += line
-            if "cam:" in line and "records 0" not in line:
+            if "cam:" in line and "fps" in line and "records 0" not in line:
                 break
         else:
             pytest.fail(f"no status line with records: {seen}")
@@ -236,3 +236,57 @@ def test_a_source_password_from_the_environment_opens_the_stream_and_stays_hidde
     assert "cannot open" in failed.err
     for text in (printed.out, printed.err, failed.out, failed.err):
         assert secret not in text
+
+
+class _Liveness(Observer):
+    """What the status lines would say of each stream, tick by tick."""
+
+    def __init__(self):
+        self.seen: dict[str, list[str]] = {}
+
+    def tick(self, runs):
+        for r in runs:
+            states = self.seen.setdefault(r.spec.name, [])
+            state = r.liveness(time.monotonic())
+            if not states or states[-1] != state:
+                states.append(state)
+
+
+@pytest.mark.skipif(not have_gst_rtsp(), reason="needs GStreamer's RTSP server")
+def test_a_camera_down_at_start_is_retried_until_it_comes_up(tmp_path, ray_local):
+    """Nothing listens on the camera's port for the first 4 s: the stream says `connecting`, retries
+    with the reconnect backoff (as a camera that drops later does) and runs once the server is up."""
+    from tests.servers import RtspServer
+
+    srv = RtspServer()                       # its port is chosen, nothing listens there yet
+    starter = threading.Timer(4.0, srv.start)
+    starter.start()
+    live = _Liveness()
+    try:
+        cfg = load_config(overrides={"out": str(tmp_path / "out"), "duration": 4.0})
+        summary = Engine(cfg, observers=[live]).run([f"door={srv.url}"])
+    finally:
+        starter.join()
+        srv.kill()
+    (door,) = summary.inputs
+    assert door.status == "ok" and door.cells >= 3, summary.table()
+    assert live.seen["door"][0] == "connecting" and "running" in live.seen["door"], live.seen
+    assert door.restarts == 0 and door.gaps == 0          # it had not started: nothing was missed
+    assert read(tmp_path / "out", "caption")
+
+
+def test_start_timeout_bounds_the_retries_of_a_camera_down_at_start(tmp_path, ray_local):
+    from tests.servers import free_port
+
+    port = free_port()                       # nothing listens here
+    cfg = load_config(overrides={"out": str(tmp_path / "a"), "duration": 30.0, "start_timeout_s": 2.0})
+    t0 = time.monotonic()
+    summary = Engine(cfg).run([f"gate=rtsp://127.0.0.1:{port}/live"])
+    assert time.monotonic() - t0 < 30                   # the source gave up, the run did not wait for --duration
+    (gate,) = summary.inputs
+    assert gate.status == "failed" and "not reachable at start: gave up after" in gate.reason, summary.table()
+    assert "cannot open" in gate.reason
+    fast = Engine(load_config(overrides={"out": str(tmp_path / "b"), "start_timeout_s": 0})).run(
+        [f"gate=rtsp://127.0.0.1:{port}/live"])
+    assert fast.inputs[0].status == "failed", fast.table()
+    assert "cannot open" in fast.inputs[0].reason and "gave up" not in fast.inputs[0].reason
