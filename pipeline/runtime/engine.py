@@ -133,7 +133,7 @@ class Engine:
     """Runs inputs through sources -> operators -> record builder -> sinks."""
 
     def __init__(self, cfg: Config, *, run_id: str | None = None, observers: list[Observer] = (),
-                 source_options: dict | None = None, drain_s: float = 5.0, name_actors: bool = True,
+                 source_options: dict | None = None, drain_s: float = 2.5, name_actors: bool = True,
                  analyzer=None):
         self.cfg = cfg
         self.run_id = run_id or new_run_id()
@@ -386,6 +386,7 @@ class _Loop:
                 pass
             self.ex.kill(run.actor)
         self.e._notify("stream_finished", run)
+        run.forget()     # flat memory: only the summary stays; the loop drops the run itself
 
     def run(self, specs, *, duration, stop, pre: list[InputResult] = ()) -> list[InputResult]:
         ex = self.ex
@@ -412,7 +413,8 @@ class _Loop:
                 self._stop(now)
             if self.stopping_at is not None and now - self.stopping_at > self.e.drain_s:
                 self._abandon()
-                if now - self.stopping_at > self.e.drain_s + 1.0:
+                # SIGTERM must end the process within 5 s: drain 2.5, give up 0.5 s later, close 1 s, Ray ~0.5
+                if now - self.stopping_at > self.e.drain_s + 0.5:
                     self._hard_stop()     # a sink that does not answer must not keep the process alive
             if self.sink_dead:
                 self._sink_lost(pending)
@@ -421,6 +423,7 @@ class _Loop:
             if self.describing and ex.done(self.describing):
                 self._operators_ready()
             active = [r for r in self.runs if not r.finished]
+            self.runs = active      # flat memory: finished streams live on as their results only
             if not active and not pending and not self.calls:
                 if self.describing:      # every input skipped or failed early: still say if the profile is broken
                     self._operators_ready()
@@ -865,7 +868,8 @@ class _Loop:
                                       f"{st.get('dropped', 0)} dropped")
                     self.undelivered += lost
         for a in self.pool + [self.sink] + [r.actor for r in self.runs] + self.idle_sources:
-            self.ex.kill(a)
+            if a is not None:
+                self.ex.kill(a)
 
 
 _cause = ray_cause     # the name earlier code used

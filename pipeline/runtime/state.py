@@ -270,6 +270,21 @@ class StreamRun:
         """The source delivers nothing more (it ended, failed, or was stopped)."""
         return self.state in (StreamState.DRAINING, StreamState.COMMITTING, StreamState.OK, StreamState.FAILED)
 
+    def forget(self) -> None:
+        """A finished stream keeps only its summary (``result``, ``spec``, flags): its cells, records,
+        operator state, actor handle and per-cell timings go. A cell kept by reference pins the whole
+        Ray buffer it arrived in; ten thousand files must not hold ten thousand streams' worth."""
+        self.queue.clear()
+        self.op_cells, self.op_state, self.builder = [], None, None
+        self.held, self.unacked = [], []
+        self.last_cell = self.last_seen = None
+        self.restart_from = None
+        self.arrivals.clear()
+        self.latencies.clear()
+        self.fps_window.clear()
+        self.facts, self.info = {}, None
+        self.actor = None
+
     def liveness(self, now: float, stall_s: float = 5.0) -> str:
         """``connecting`` (opening, nothing arrived yet), ``running``, ``reconnecting`` (the source lost
         the input and is reopening it), ``stalled`` (open, but no media for ``stall_s`` seconds) or
