@@ -10,6 +10,11 @@
 #                                 the topics an `--include REGEX` option names), run from the same jars;
 #                                 OPTIONs are its own (--from-beginning, --max-messages N, --timeout-ms MS,
 #                                 --property print.key=true, ...); records go to stdout, one per line
+#   deploy/kafka/kafka.sh cluster up|down|status|pid N|kill N|start N|stop N|cont N|wait-ready
+#                                 a 3-node KRaft cluster (each node broker + controller) for fault trials:
+#                                 replication factor 3, min ISR 2; `kill N` SIGKILLs node N (data kept),
+#                                 `start N` starts it again, `stop N` / `cont N` SIGSTOP / SIGCONT it;
+#                                 `up` prints the bootstrap list
 #
 # The broker is the `org.apache.kafka:kafka_2.13` jar and its dependencies, fetched from Maven
 # Central by `mvn dependency:copy-dependencies` (cached in ~/.m2) and run with plain `java`.
@@ -19,6 +24,8 @@
 #   AVGRID_KAFKA_STATE           state directory: data, log, pid, config (default /tmp/avgrid-kafka-<port>)
 #   AVGRID_PYTHON                python with kafka-python, for the readiness check (default .venv/bin/python)
 #   AVGRID_KAFKA_BOOTSTRAP       `consume`: the cluster to read (default 127.0.0.1:<client port>)
+#   AVGRID_KAFKA_CLUSTER_PORT    `cluster`: node N (1-3) listens on this + N - 1, its controller on this + N + 2
+#                                (default 19392); state in /tmp/avgrid-kafka-cluster-<port>
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -185,11 +192,148 @@ consume() {
     --bootstrap-server "${AVGRID_KAFKA_BOOTSTRAP:-$bootstrap}" ${topic[@]+"${topic[@]}"} "$@"
 }
 
+# -- a 3-node cluster for fault trials (benchmarks/reliability.py) ---------------------------------
+cbase="${AVGRID_KAFKA_CLUSTER_PORT:-19392}"
+cstate="/tmp/avgrid-kafka-cluster-$cbase"
+cluster_bootstrap() { echo "127.0.0.1:$cbase,127.0.0.1:$((cbase + 1)),127.0.0.1:$((cbase + 2))"; }
+node_pidfile() { echo "$cstate/node$1/broker.pid"; }
+
+node_alive() {
+  local f pid
+  f="$(node_pidfile "$1")"
+  [[ -f "$f" ]] || return 1
+  pid="$(cat "$f")"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && grep -q "kafka.Kafka" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+node_config() {
+  local n="$1" d="$cstate/node$1"
+  mkdir -p "$d/data"
+  cat >"$d/server.properties" <<EOF
+process.roles=broker,controller
+node.id=$n
+controller.quorum.voters=1@127.0.0.1:$((cbase + 3)),2@127.0.0.1:$((cbase + 4)),3@127.0.0.1:$((cbase + 5))
+listeners=PLAINTEXT://127.0.0.1:$((cbase + n - 1)),CONTROLLER://127.0.0.1:$((cbase + n + 2))
+advertised.listeners=PLAINTEXT://127.0.0.1:$((cbase + n - 1))
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$d/data
+num.partitions=1
+default.replication.factor=3
+min.insync.replicas=2
+auto.create.topics.enable=true
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+group.initial.rebalance.delay.ms=0
+# a killed node leaves the ISR within seconds, so acks=all goes on with the other two
+broker.session.timeout.ms=6000
+broker.heartbeat.interval.ms=1000
+replica.lag.time.max.ms=6000
+log.flush.interval.messages=1
+EOF
+  cat >"$d/log4j2.properties" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $d/broker.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.org.name = org.apache.kafka
+logger.org.level = WARN
+EOF
+}
+
+node_start() {
+  local n="$1" d="$cstate/node$1"
+  if node_alive "$n"; then return; fi
+  setsid java -Xms128m -Xmx384m -XX:+UseG1GC -Djava.awt.headless=true \
+    "-Dlog4j2.configurationFile=$d/log4j2.properties" -cp "$lib/*" \
+    kafka.Kafka "$d/server.properties" >"$d/stdout.log" 2>&1 < /dev/null &
+  echo $! >"$(node_pidfile "$n")"
+}
+
+node_signal() {
+  local sig="$1" n="$2" pid
+  node_alive "$n" || { log "cluster node $n is not running"; return 1; }
+  pid="$(cat "$(node_pidfile "$n")")"
+  kill "-$sig" "$pid"
+  if [[ "$sig" == KILL ]]; then
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    rm -f "$(node_pidfile "$n")"
+  fi
+}
+
+cluster_ready() {
+  local deadline=$((SECONDS + ${AVGRID_KAFKA_START_TIMEOUT:-120}))
+  while (( SECONDS < deadline )); do
+    if "$python" "$here/ready.py" "$(cluster_bootstrap)" 2>>"$cstate/ready.log"; then return 0; fi
+    sleep 1
+  done
+  log "cluster at $(cluster_bootstrap) not ready; see $cstate/node*/broker.log"
+  return 1
+}
+
+cluster_cmd() {
+  local cmd="${1:-}" n="${2:-}"
+  case "$cmd" in
+    up)
+      command -v java >/dev/null || { log "java not found: install a JDK 17 (apt-get install -y openjdk-17-jre-headless)"; exit 1; }
+      [[ -x "$python" ]] || { log "$python not found: run 'make venv' first or set AVGRID_PYTHON"; exit 1; }
+      fetch_jars
+      mkdir -p "$cstate"
+      local id=""
+      [[ -f "$cstate/cluster.id" ]] && id="$(cat "$cstate/cluster.id")"
+      if [[ -z "$id" ]]; then     # what StorageTool random-uuid prints, without a JVM start
+        id="$("$python" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+        echo "$id" >"$cstate/cluster.id"
+      fi
+      local pids=()
+      for i in 1 2 3; do
+        node_config "$i"
+        if [[ ! -f "$cstate/node$i/data/meta.properties" ]]; then
+          java -cp "$lib/*" kafka.tools.StorageTool format -t "$id" -c "$cstate/node$i/server.properties" \
+            >"$cstate/format$i.log" 2>&1 &
+          pids+=("$!")
+        fi
+      done
+      for pid in "${pids[@]}"; do
+        wait "$pid" || { log "storage format failed:"; cat "$cstate"/format*.log >&2; exit 1; }
+      done
+      log "starting a 3-node cluster on $(cluster_bootstrap) (state in $cstate)"
+      for i in 1 2 3; do node_start "$i"; done
+      cluster_ready
+      cluster_bootstrap ;;
+    down)
+      for i in 1 2 3; do
+        if node_alive "$i"; then kill -CONT "$(cat "$(node_pidfile "$i")")" 2>/dev/null || true; node_signal KILL "$i"; fi
+      done
+      rm -rf "$cstate"; log "cluster on $(cluster_bootstrap) stopped" ;;
+    status) for i in 1 2 3; do node_alive "$i" || exit 1; done; cluster_bootstrap ;;
+    pid) node_alive "$n" && cat "$(node_pidfile "$n")" ;;
+    kill) node_signal KILL "$n" ;;
+    stop) node_signal STOP "$n" ;;
+    cont) node_signal CONT "$n" ;;
+    start) node_start "$n" ;;
+    wait-ready) cluster_ready ;;
+    *) echo "usage: $0 cluster up|down|status|pid N|kill N|start N|stop N|cont N|wait-ready" >&2; exit 2 ;;
+  esac
+}
+
 case "${1:-}" in
   up) up ;;
   down) stop TERM; rm -rf "$state"; log "broker on $bootstrap stopped" ;;
   kill) stop KILL; log "broker on $bootstrap killed (data kept in $state)" ;;
   status) if alive; then echo "$bootstrap"; else exit 1; fi ;;
   consume) shift; consume "$@" ;;
-  *) echo "usage: $0 up|down|kill|status|consume TOPIC|--include REGEX [OPTION...]" >&2; exit 2 ;;
+  cluster) shift; cluster_cmd "$@" ;;
+  *) echo "usage: $0 up|down|kill|status|consume TOPIC|--include REGEX [OPTION...]|cluster up|down|status|..." >&2
+     exit 2 ;;
 esac
