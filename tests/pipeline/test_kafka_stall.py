@@ -197,3 +197,41 @@ def test_annotate_with_a_broker_frozen_mid_run_exits_1_naming_the_broker_and_the
     msgs = consume(own_broker, [f"{prefix}.{k}" for k in KINDS], len(built), timeout_s=15, settle_s=1.0)
     in_kafka = {json.loads(m.value)["record_id"] for m in msgs}
     assert built and built <= in_kafka | in_dl
+
+
+def test_a_live_run_keeps_going_while_the_broker_is_frozen_and_reports_what_waited(own_broker, tmp_path,
+                                                                                    ray_local, caplog):
+    """`avgrid run` with the broker frozen from the second record on: cells keep being annotated and
+    written to Parquet, the outage is logged once, and the summary says how many records were
+    dead-lettered; the run's own exit status stays 0 (every stream ran)."""
+    from pipeline.config import load_config
+    from pipeline.runtime import Engine, Observer
+    from tests.datasets import read_kind
+
+    pid = int(Path(STATE, "broker.pid").read_text())
+
+    class Freeze(Observer):
+        at = None
+
+        def records_delivered(self, n, lag_s):
+            if self.at is None and n:
+                os.kill(pid, signal.SIGSTOP)
+                self.at = time.monotonic()
+
+    freeze = Freeze()
+    out = tmp_path / "out"
+    cfg = load_config(overrides={"out": str(out), "kafka": own_broker, "kafka_prefix": unique_prefix(),
+                                 "kafka_delivery_timeout_s": DELIVERY_S, "duration": 20.0,
+                                 "max_segment_s": 2.0})     # records every 2 s, so some always wait
+    caplog.set_level(logging.WARNING, logger="avgrid.kafka")
+    try:
+        summary = Engine(cfg, observers=[freeze], run_id="livefrozen").run(["cam=synthetic:?realtime=true&fps=10"])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert freeze.at is not None
+    (cam,) = summary.inputs
+    assert summary.exit_code == 0 and cam.status == "ok" and cam.cells >= 15, summary.table()
+    assert [r for r in caplog.records if "down since" in r.getMessage()], [r.getMessage() for r in caplog.records]
+    assert "records dead-lettered" in summary.table()
+    dl = dead_lettered(out / "_deadletter" / "kafka-livefrozen.jsonl")
+    assert dl and read_kind(out, "caption")          # Parquet kept every record; Kafka's wait went to the file
