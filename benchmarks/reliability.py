@@ -45,6 +45,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -652,7 +653,7 @@ def _wait_records(proc: subprocess.Popen, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = Path(proc.stderr_path).read_text()
-        if any("fps" in line and "records 0" not in line for line in text.splitlines()):
+        if any(re.search(r" fps +lag .* records [1-9]", line) for line in text.splitlines()):
             return
         if proc.poll() is not None:
             raise RuntimeError(f"avgrid run exited {proc.returncode}: {text[-2000:]}")
