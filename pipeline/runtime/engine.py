@@ -351,7 +351,7 @@ class _Loop:
         options = dict(self.e.source_options)
         if spec.media_origin is not None:
             options["media_origin"] = spec.media_origin
-        if self.live and self.cfg.start_timeout_s is not None:
+        if self.live:       # a camera down at start is retried like one that drops later (None: for ever)
             options.setdefault("start_timeout_s", self.cfg.start_timeout_s)
         args = dict(name=spec.name, live=spec.live, capacity_cells=self.cfg.max_inflight, options=options)
         run.reused = bool(self.idle_sources) and not fresh

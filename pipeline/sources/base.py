@@ -57,7 +57,8 @@ class SourceOptions:
         over the container's ``creation_time``. With either, archive cells carry ``wall_start``.
     start_timeout_s: live inputs that cannot be opened at start are retried with the reconnect
         backoff (state ``connecting``) for this long, then fail; None retries for ever, like a
-        source that dropped later; 0 fails at the first attempt.
+        source that dropped later; 0 (the default here) fails at the first attempt, in the
+        caller's thread. ``avgrid run`` passes its ``--start-timeout-s`` (default: for ever).
     """
 
     open_timeout_s: float = 10.0
@@ -75,7 +76,7 @@ class SourceOptions:
     skip_unsampled: bool = True
     clock_window_s: float = 30.0
     media_origin: _dt.datetime | None = None
-    start_timeout_s: float | None = None
+    start_timeout_s: float | None = 0.0
 
 
 class Source:
