@@ -71,6 +71,24 @@ def free_port(ports: range = PORTS) -> int:
     raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
+def free_port_pair(ports: range = range(19600, 19700)) -> int:
+    """An even port p in ``ports`` with p and p + 1 free for TCP on 127.0.0.1 now (a Kafka broker and
+    its KRaft controller, ``deploy/kafka/kafka.sh`` with AVGRID_KAFKA_PORT=p)."""
+    with _lock:
+        for port in random.sample(range(ports.start + ports.start % 2, ports.stop - 1, 2), len(ports) // 2 - 1):
+            if port in _taken or port + 1 in _taken:
+                continue
+            try:
+                for p in (port, port + 1):
+                    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                        s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+            _taken.update((port, port + 1))
+            return port
+    raise RuntimeError(f"no free pair of ports in {ports.start}-{ports.stop - 1}")
+
+
 def release_port(port: int) -> None:
     """Give a port from :func:`free_port` back (servers here do it themselves when they stop)."""
     with _lock:

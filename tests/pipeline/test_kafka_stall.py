@@ -1,7 +1,7 @@
 """A broker frozen with SIGSTOP (it accepts connections and answers nothing) past the delivery timeout:
 every wait ends by its deadline, every record is acknowledged or dead-lettered, the run says so.
 
-Uses its own broker (port 19292, deploy/kafka/kafka.sh with a separate state directory), never the
+Uses its own broker (free ports, deploy/kafka/kafka.sh with a separate state directory), never the
 shared one, and short delivery timeouts (4 s), so the whole module takes well under a minute.
 """
 
@@ -23,10 +23,11 @@ from pipeline.records import KINDS, from_json
 from pipeline.sinks import KafkaConfig, KafkaSink
 from tests.pipeline.test_kafka_sink import consume, unique_prefix
 from tests.pipeline.test_records import sample_records
+from tests.servers import free_port_pair
 
 pytestmark = [pytest.mark.kafka]
 REPO = Path(__file__).resolve().parents[2]
-PORT = 19292
+PORT = free_port_pair()
 STATE = f"/tmp/avgrid-kafka-test-{PORT}"
 ENV = {**os.environ, "AVGRID_KAFKA_PORT": str(PORT), "AVGRID_KAFKA_STATE": STATE,
        "AVGRID_PYTHON": str(REPO / ".venv" / "bin" / "python")}
