@@ -419,8 +419,14 @@ def _dataset_problems(out: Path, clean: dict[str, dict[str, str]]) -> list[str]:
             problems.append(f"{kind}: {len(ids) - len(set(ids))} duplicates")
         mine = {r["record_id"]: content(r) for r in got[kind]}
         if mine != clean[kind]:
-            problems.append(f"{kind}: {len(set(mine) ^ set(clean[kind]))} ids differ, "
-                            f"{sum(1 for k in mine if k in clean[kind] and mine[k] != clean[kind][k])} contents differ")
+            differ = [k for k in mine if k in clean[kind] and mine[k] != clean[kind][k]]
+            example = ""
+            if differ:      # the first field that differs, to see why
+                a, b = json.loads(mine[differ[0]]), json.loads(clean[kind][differ[0]])
+                field = next(f for f in a if a.get(f) != b.get(f))
+                example = f" (e.g. {field}: {str(a[field])[:120]!r} here, {str(b[field])[:120]!r} in the clean run)"
+            problems.append(f"{kind}: {len(set(mine) ^ set(clean[kind]))} ids differ, {len(differ)} contents differ"
+                            + example)
     tmp = [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     if tmp:
         problems.append(f"{len(tmp)} temporary files left")
