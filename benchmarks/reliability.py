@@ -680,7 +680,8 @@ def _sigterm(proc: subprocess.Popen, out: Path) -> dict:
     took = time.monotonic() - t0
     total = next((line.split() for line in stdout.splitlines() if line.startswith("TOTAL")), None)
     got = records(out)
-    match = total is not None and [int(x) for x in total[5:9]] == [len(got[k]) for k in KINDS]
+    # live TOTAL row: TOTAL, n/n, ok, uptime s, cells, gaps, then the four kinds
+    match = total is not None and [int(x) for x in total[6:10]] == [len(got[k]) for k in KINDS]
     return {"exit_s": took, "rc": proc.returncode, "counts_match": match}
 
 
