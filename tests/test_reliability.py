@@ -72,8 +72,10 @@ def test_a_dozen_damaged_files_are_each_annotated_or_failed_with_a_reason(clips,
 
 
 def test_memory_stays_flat_over_many_files(clips, work, ray_local):
-    res = R.memory_run(40, clips=clips, work=work, every=5, warmup=0.35)
-    assert res["ok"] == 40
+    # the first ~20 files warm the workers up (allocator arenas, the object store: +60 MB measured over
+    # 100 files, flat after), so the slope is taken from file 24 on
+    res = R.memory_run(60, clips=clips, work=work, every=6, warmup=0.4)
+    assert res["ok"] == 60
     # before finished streams were dropped, the driver alone grew 0.7 MB per file (its last cells pinned
     # their Ray buffers, so the object store grew too); the full harness asks for <= 0.1 over 400 files
     assert math.isfinite(res["mem_growth_mb_per_file"]) and res["mem_growth_mb_per_file"] < 0.5, res["samples"]
