@@ -10,6 +10,8 @@ Counters:
     avgrid_gaps_total{stream}                         gap events (reconnects, PTS jumps, drops, source restarts)
     avgrid_reconnects_total{stream}                   source reconnects and source process restarts
     avgrid_errors_total{stage}                        stage=input: inputs that failed; stage=sink: sink failures
+    avgrid_kafka_dead_lettered_records_total          (with --kafka) records gone to the dead-letter file
+    avgrid_kafka_dropped_records_total                (with --kafka) live records dropped: the sink's buffer was full
 Gauges:
     avgrid_stream_lag_seconds{stream}                 how far annotation is behind the media (never negative)
     avgrid_stream_media_age_seconds{stream}           seconds since the stream's last media arrived
@@ -17,11 +19,9 @@ Gauges:
                                                       reconnecting, stalled), 0 for the others
     avgrid_queue_depth_cells{stream}                  cells decoded but not yet annotated
     avgrid_build_info{version}                        1
-    avgrid_kafka_up                                   1 while the Kafka broker acknowledges, 0 while records wait unanswered
+    avgrid_kafka_up                                   (with --kafka) 1 while the Kafka broker acknowledges, 0 while records wait unanswered
     avgrid_kafka_down_seconds                         how long it has not answered (0 while up)
     avgrid_kafka_waiting_records                      records sent and not yet acknowledged or dead-lettered
-    avgrid_kafka_dead_lettered_records                records gone to the dead-letter file so far
-    avgrid_kafka_dropped_records                      live records dropped because the sink's buffer was full
 Histograms:
     avgrid_stage_seconds{stage}                       stage=operators: one operator call; stage=cell: arrival -> records
     avgrid_sink_lag_seconds                           record built -> accepted by the sinks
@@ -83,15 +83,7 @@ class Metrics(Observer):
         for stage in ("input", "sink"):
             self.errors.labels(stage)        # present from the start, at 0
         self._seen: dict[tuple[str, str], int] = {}   # (stream, counter) -> the value counted so far
-        self.kafka_up = Gauge("avgrid_kafka_up", "1 while the Kafka broker acknowledges records", registry=r)
-        self.kafka_down_s = Gauge("avgrid_kafka_down_seconds", "seconds without a Kafka acknowledgement while "
-                                  "records wait", registry=r)
-        self.kafka_waiting = Gauge("avgrid_kafka_waiting_records", "records sent to Kafka, not yet acknowledged",
-                                   registry=r)
-        self.kafka_dead = Gauge("avgrid_kafka_dead_lettered_records", "records gone to the dead-letter file",
-                                registry=r)
-        self.kafka_dropped = Gauge("avgrid_kafka_dropped_records", "live records dropped: Kafka sink buffer full",
-                                   registry=r)
+        self._kafka = None          # registered at the first health report: a run without Kafka has none
 
     # -- observer hooks -------------------------------------------------------------------------
     def cells_annotated(self, run, cells, seconds: float) -> None:
@@ -113,12 +105,28 @@ class Metrics(Observer):
     def sink_health(self, h) -> None:
         import datetime as _dt
 
-        self.kafka_up.set(1 if h.up else 0)
+        if self._kafka is None:
+            r = self.registry
+            self._kafka = {
+                "up": Gauge("avgrid_kafka_up", "1 while the Kafka broker acknowledges records", registry=r),
+                "down": Gauge("avgrid_kafka_down_seconds", "seconds without a Kafka acknowledgement while records wait",
+                              registry=r),
+                "waiting": Gauge("avgrid_kafka_waiting_records", "records sent to Kafka, not yet acknowledged",
+                                 registry=r),
+                "dead": Counter("avgrid_kafka_dead_lettered_records", "records gone to the dead-letter file",
+                                registry=r),
+                "dropped": Counter("avgrid_kafka_dropped_records", "live records dropped: Kafka sink buffer full",
+                                   registry=r),
+                "seen": {"dead": 0, "dropped": 0}}
+        k = self._kafka
         down = (_dt.datetime.now(_dt.timezone.utc) - h.down_since).total_seconds() if h.down_since else 0.0
-        self.kafka_down_s.set(max(0.0, down))
-        self.kafka_waiting.set(h.waiting)
-        self.kafka_dead.set(h.dead_lettered)
-        self.kafka_dropped.set(h.dropped)
+        k["up"].set(1 if h.up else 0)
+        k["down"].set(max(0.0, down))
+        k["waiting"].set(h.waiting)
+        for name, total in (("dead", h.dead_lettered), ("dropped", h.dropped)):
+            if total > k["seen"][name]:        # the sink reports running totals; counters take the rise
+                k[name].inc(total - k["seen"][name])
+                k["seen"][name] = total
 
     def tick(self, runs) -> None:
         for r in runs:
