@@ -233,7 +233,7 @@ def load_clips(data_dir: str | Path, featurizer: CellFeaturizer, grid: GridConfi
 
 def clips_from_arrays(items, featurizer: CellFeaturizer) -> list[LabelledClip]:
     """LabelledClips from objects with ``name, frames, frame_mask, audio, audio_mask, lines``
-    (e.g. :func:`pipeline.synthdata.make_cells`), skipping the encode/decode round trip."""
+    (e.g. :func:`pipeline.knowntruth.dataset.make_cells`), skipping the encode/decode round trip."""
     return [LabelledClip(it.name, *featurizer.featurize(it.frames, it.frame_mask, it.audio, it.audio_mask), it.lines)
             for it in items]
 

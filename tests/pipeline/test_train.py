@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from operators.fusion import Bundle, CellFeaturizer, default_preprocessing
-from pipeline.synthdata import EVENTS, make_cells, make_dataset
+from pipeline.knowntruth.dataset import EVENTS, make_cells, make_dataset
 from pipeline.train import (DataError, Vocab, average_precision, cell_targets, clips_from_arrays, evaluate,
                             evaluate_clips, main, read_labels, train, train_clips)
 
@@ -47,7 +47,7 @@ def test_average_precision():
 
 
 def test_impact_holds_only_when_collision_and_bang_share_a_cell():
-    from pipeline.synthdata import scenes
+    from pipeline.knowntruth.dataset import scenes
 
     both = collision_only = bang_only = 0
     for s in scenes(60, 8, seed=3):
