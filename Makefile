@@ -45,9 +45,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Real footage and sounds from Debian packages (pipeline/samples.py), fetched once into .cache/debian
+# Real footage and sounds from Debian packages (pipeline/knowntruth/debian.py), fetched once into .cache/debian
 media: venv sysdeps
-	@$(PYBIN) -m pipeline.samples fetch
+	@$(PYBIN) -m pipeline.knowntruth.debian fetch
 
 kafka-up: venv sysdeps
 	@AVGRID_PYTHON=$(abspath $(PYBIN)) $(KAFKA) up

@@ -1,7 +1,7 @@
 """Fusion benchmark: train + evaluate on the synthetic labelled set (CPU, a few minutes).
 
-Generates encoded train and test clips (pipeline.synthdata, different seeds), trains the fused
-model and two ablations (audio only, video only) through ``pipeline.train.train`` (decode with
+Generates encoded train and test clips (pipeline.knowntruth.dataset, different seeds), trains the fused
+model and two ablations (audio only, video only) through ``pipeline.training.train`` (decode with
 pipeline.sources, weight-free features, cache), and scores all three on the held-out clips.
 A last run shifts the test audio two cells later: the audio-visual ``impact`` class must then
 fall apart, since it holds only when the bang and the collision share a cell.
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from benchmarks._harness import report, timed
-from pipeline.synthdata import make_dataset
-from pipeline.train import evaluate, format_metrics, train
+from pipeline.knowntruth.dataset import make_dataset
+from pipeline.training import evaluate, format_metrics, train
 
 AV_CLASS = "impact"
 

@@ -43,7 +43,7 @@ def _street_720p(tmp: Path) -> str:
 def _static_720p(tmp: Path) -> str:
     import cv2
 
-    from pipeline.synth import MediaSpec, encode
+    from pipeline.knowntruth.media import MediaSpec, encode
     from tests.visual_media import street_and_person
 
     plate = cv2.resize(street_and_person()[0], (960, 720), interpolation=cv2.INTER_LINEAR)

@@ -4,7 +4,7 @@
 
 Each part lives in its own module (``benchmarks/quality_<part>.py``) with ``measure() -> (figures,
 notes)``; the set it measures on is the one the understanding tests build from Debian's real clips
-and sounds (``pipeline/samples.py``), with the truths those tests write down. Figures are
+and sounds (``pipeline/knowntruth/debian.py``), with the truths those tests write down. Figures are
 fractions (recall, precision, accuracy, F1) or errors in the unit their name says; the JSON goes
 to ``benchmarks/results/quality.json``.
 """

@@ -99,7 +99,7 @@ def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
 
 
 def add_train_arguments(t: argparse.ArgumentParser) -> None:
-    """The options of ``avgrid train`` (:func:`pipeline.train.main` uses them too)."""
+    """The options of ``avgrid train``."""
     t.add_argument("--data", required=True, metavar="DIR",
                    help="labelled data: media clips plus labels.jsonl (see the description above)")
     t.add_argument("-o", "--out", required=True, metavar="BUNDLE",
@@ -371,9 +371,29 @@ def _bench(args) -> int:
 
 
 def _train(args) -> int:
-    from pipeline.train import run_command
+    """``avgrid train``: the report on stdout; 1 when some clips could not be read (listed in it)."""
+    from pipeline.training import train
 
-    return run_command(args.command, args)
+    try:
+        r = train(args.data, args.out, epochs=args.epochs, seed=args.seed, window=args.window, features=args.features)
+    except (AvgridError, ValueError) as err:   # bad data directory or options: one line, usage status
+        print(f"avgrid train: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(r)
+    return EXIT_FAILED if r.failed_clips else EXIT_OK
+
+
+def _eval(args) -> int:
+    """``avgrid eval``: the metrics table on stdout; 1 when some clips could not be read (listed in it)."""
+    from pipeline.training import evaluate
+
+    try:
+        m = evaluate(args.bundle, args.data)
+    except (AvgridError, ValueError) as err:
+        print(f"avgrid eval: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(m)
+    return EXIT_FAILED if m["failed_clips"] else EXIT_OK
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -412,7 +432,7 @@ def _main(argv: list[str]) -> int:
             kafka_sink_config(cfg, run_id="check", live=args.command == "run")
             return (_annotate if args.command == "annotate" else _run)(args, cfg)
         return {"inspect": _inspect, "report": _report, "models": _models, "bench": _bench, "train": _train,
-                "eval": _train}[args.command](args)
+                "eval": _eval}[args.command](args)
     except ConfigError as e:
         print(f"avgrid: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,7 +1,7 @@
 """``make demo``: build a sample clip offline, annotate it with the offline profile, show the result.
 
 The clip is real footage with known events put in: 16 s of the street in opencv-doc's vtest.avi
-(pedestrians walking; fetched from Debian by :mod:`pipeline.samples`), two full-frame flashes, one
+(pedestrians walking; fetched from Debian by :mod:`pipeline.knowntruth.debian`), two full-frame flashes, one
 spoken sentence with known text (espeak-ng) and a canary singing (a real recording from Debian's
 sound-icons) over a quiet noise bed. What avgrid finds can be checked against the ground truth
 printed first; a few records of each kind are printed after the summary.
@@ -49,8 +49,8 @@ def make_demo_clip(path: Path, duration_s: float = 16.0) -> list[DemoEvent]:
     """Encode the demo clip (H.264 + AAC MP4, 768x576) to ``path`` and write its truth beside it."""
     import av
 
-    from pipeline.samples import real_file
-    from pipeline.synth import MediaSpec, encode
+    from pipeline.knowntruth.debian import real_file
+    from pipeline.knowntruth.media import MediaSpec, encode
 
     events = demo_events(duration_s)
     d = events[0].t_end

@@ -1,7 +1,7 @@
 """A speaking face with known timing: a real face photo on screen while an espeak-ng sentence plays.
 
 The face is cut from opencv-doc's messi5.jpg (a real photo; fetched from Debian by
-pipeline.samples), shown from ``face_s[0]`` to ``face_s[1]`` over a plain background; the sentence
+pipeline.knowntruth.debian), shown from ``face_s[0]`` to ``face_s[1]`` over a plain background; the sentence
 starts at ``speech_at_s``. With ``speech_at_s`` two cells after the face has gone, nobody is on
 screen while the voice is heard::
 
@@ -19,8 +19,8 @@ import av
 import cv2
 import numpy as np
 
-from pipeline.samples import package_file
-from pipeline.synth import MediaSpec, encode
+from pipeline.knowntruth.debian import package_file
+from pipeline.knowntruth.media import MediaSpec, encode
 
 WIDTH, HEIGHT, FPS, RATE = 320, 240, 10.0, 44_100
 FACE_BOX = (214, 36, 369, 176)        # x0, y0, x1, y1 around the frontal face in messi5.jpg (Haar: 244,62 85x85)

@@ -1,10 +1,10 @@
-"""Test media kit: deterministic clips with known events (see pipeline/synth.py).
+"""Test media kit: deterministic clips with known events (see pipeline/knowntruth/media.py).
 
     from tests.media import make_media, MediaSpec, available_formats
     truth = make_media(tmp_path / "a.mp4", MediaSpec(flashes=(2.0,), clicks=(2.0,)), "mp4")
 """
 
-from pipeline.synth import (  # noqa: F401  (re-exported for tests)
+from pipeline.knowntruth.media import (  # noqa: F401  (re-exported for tests)
     FORMATS,
     GroundTruth,
     MediaEvent,

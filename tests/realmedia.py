@@ -1,3 +1,3 @@
-"""The tests' real media: :mod:`pipeline.samples` (Debian packages fetched on first use)."""
+"""The tests' real media: :mod:`pipeline.knowntruth.debian` (Debian packages fetched on first use)."""
 
-from pipeline.samples import CACHE, FILES, RealMediaError, fetch_all, package_file, real_file  # noqa: F401
+from pipeline.knowntruth.debian import CACHE, FILES, RealMediaError, fetch_all, package_file, real_file  # noqa: F401

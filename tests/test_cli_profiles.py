@@ -17,8 +17,8 @@ def bundle_dir(tmp_path_factory):
     """A small bundle trained for a few epochs on generated scenes (trained, not random weights)."""
     from operators.fusion.bundle import default_preprocessing
     from operators.fusion.features import CellFeaturizer
-    from pipeline.synthdata import make_cells
-    from pipeline.train import clips_from_arrays, train_clips
+    from pipeline.knowntruth.dataset import make_cells
+    from pipeline.training import clips_from_arrays, train_clips
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

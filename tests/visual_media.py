@@ -20,7 +20,7 @@ import av
 import cv2
 import numpy as np
 
-from pipeline.synth import MediaSpec, encode
+from pipeline.knowntruth.media import MediaSpec, encode
 from tests.realmedia import real_file
 
 WIDTH, HEIGHT = 768, 576            # vtest's frame size

@@ -1,4 +1,4 @@
-"""``synthetic:`` test patterns: pipeline/synth.py's moving square, flashes, clicks and tones, no encoding.
+"""``synthetic:`` test patterns: pipeline/knowntruth/media.py's moving square, flashes, clicks and tones, no encoding.
 
 URL query (all optional): ``duration`` s (absent = endless), ``fps`` (video frame rate, 25),
 ``flashes`` / ``clicks`` (comma-separated media seconds), ``tone`` (Hz, a continuous sine at 0.1 of
@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.errors import SourceError
 from pipeline.grid import GridAligner, GridConfig
 from pipeline.sources.base import Source, SourceOptions
-from pipeline.synth import MediaSpec, frame_times, render_audio, render_frame
+from pipeline.knowntruth.media import MediaSpec, frame_times, render_audio, render_frame
 
 
 DETECT_SOURCE_SIZE = (640, 360)       # (width, height) the detection view pretends the camera has

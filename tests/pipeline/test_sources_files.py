@@ -10,7 +10,7 @@ import pytest
 from pipeline.errors import SourceError
 from pipeline.grid import Cell, GridConfig
 from pipeline.sources import open_source
-from pipeline.synth import AVI_AUDIO_DELAY_S
+from pipeline.knowntruth.media import AVI_AUDIO_DELAY_S
 from tests.media import FORMATS, MediaSpec, available_formats, frame_times, make_media
 
 GRID = GridConfig(frame_height=48, frame_width=64)          # defaults: hop 1 s, 4 frames per cell

@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from operators.fusion import Bundle, CellFeaturizer, default_preprocessing
-from pipeline.synthdata import EVENTS, make_cells, make_dataset
-from pipeline.train import (DataError, Vocab, average_precision, cell_targets, clips_from_arrays, evaluate,
-                            evaluate_clips, main, read_labels, train, train_clips)
+from pipeline.cli import main
+from pipeline.knowntruth.dataset import EVENTS, make_cells, make_dataset
+from pipeline.training import clips_from_arrays, evaluate, evaluate_clips, train, train_clips
+from pipeline.training.labels import DataError, Vocab, cell_targets, read_labels
+from pipeline.training.metrics import average_precision
 
 
 
@@ -47,7 +49,7 @@ def test_average_precision():
 
 
 def test_impact_holds_only_when_collision_and_bang_share_a_cell():
-    from pipeline.synthdata import scenes
+    from pipeline.knowntruth.dataset import scenes
 
     both = collision_only = bang_only = 0
     for s in scenes(60, 8, seed=3):

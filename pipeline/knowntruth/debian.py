@@ -7,10 +7,10 @@ fetches the package and ``dpkg-deb`` extracts just the files asked for, into
 ``<repo>/.cache/debian/<package>/`` in a source checkout (``~/.cache/avgrid/debian`` otherwise;
 ``$AVGRID_MEDIA_CACHE`` wins), once per machine::
 
-    from pipeline.samples import real_file
+    from pipeline.knowntruth.debian import real_file
     street = real_file("vtest")          # Path to vtest.avi (80 s, 768x576, 10 fps, no audio)
 
-``python -m pipeline.samples fetch`` fetches everything listed (``make test`` and ``make demo`` do
+``python -m pipeline.knowntruth.debian fetch`` fetches everything listed (``make test`` and ``make demo`` do
 it first). A fetch that fails raises :class:`RealMediaError` naming the package and what apt said.
 """
 
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _DEFAULT_CACHE = (REPO / ".cache" / "debian" if (REPO / "pyproject.toml").is_file()
                   else Path.home() / ".cache" / "avgrid" / "debian")
 CACHE = Path(os.environ.get("AVGRID_MEDIA_CACHE", _DEFAULT_CACHE))
@@ -122,9 +122,9 @@ def fetch_all() -> list[Path]:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["fetch"]:
-        sys.exit("usage: python -m pipeline.samples fetch")
+        sys.exit("usage: python -m pipeline.knowntruth.debian fetch")
     try:
         paths = fetch_all()
     except RealMediaError as e:
-        sys.exit(f"pipeline.samples: {e}")
+        sys.exit(f"pipeline.knowntruth.debian: {e}")
     print(f"real media: {len(paths)} files under {CACHE}")

@@ -8,7 +8,7 @@ Each clip is a scene on the 1-second grid (cell k = [k, k+1) s) with known label
   ``flash`` (white frames) and ``scene_cut`` (background colour change) are visual;
   ``impact`` is audio-visual: it holds only when a visual collision (an orange block falls
   and hits the floor at mid-cell) and a bang (a loud 1 kHz burst, ``clicks`` in
-  :mod:`pipeline.synth`) happen in the same cell. A collision without a bang, or a bang
+  :mod:`pipeline.knowntruth.media`) happen in the same cell. A collision without a bang, or a bang
   without a collision, is a negative (each is more common than an impact, so neither medium
   alone can predict it).
 - sentiment (per clip) needs both media: positive = bright background and a high hum,
@@ -16,9 +16,9 @@ Each clip is a scene on the 1-second grid (cell k = [k, k+1) s) with known label
   label (+0.8 / 0 / -0.8); arousal per cell rises with the number of things happening.
 - caption (per clip): a sentence describing the square, the motion, the scene and the hum.
 
-``make_dataset`` encodes clips with PyAV (the stream set-up of :mod:`pipeline.synth`) and
+``make_dataset`` encodes clips with PyAV (the stream set-up of :mod:`pipeline.knowntruth.media`) and
 writes ``labels.jsonl``; ``make_cells`` renders the same scenes directly as grid-cell arrays
-(no encode / decode) for fast tests. Audio uses :func:`pipeline.synth.render_audio`.
+(no encode / decode) for fast tests. Audio uses :func:`pipeline.knowntruth.media.render_audio`.
 
 labels.jsonl: one clip line ``{"clip", "action", "sentiment", "valence", "caption"}`` plus,
 per cell, a span line ``{"clip", "t_start", "t_end", "events": [{"label", "modality"}],
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.synth import FORMATS, MediaSpec, encode, render_audio
+from pipeline.knowntruth.media import FORMATS, MediaSpec, encode, render_audio
 
 ACTIONS = ("move_left", "move_right", "move_up", "move_down", "stand_still")
 EVENTS = (("beep", "audio"), ("noise_burst", "audio"), ("flash", "visual"), ("scene_cut", "visual"),
@@ -235,6 +235,6 @@ def make_dataset(out_dir: str | Path, *, n_clips: int, clip_seconds: int = 8, se
             for line in s.label_lines(clip):
                 f.write(json.dumps(line) + "\n")
     (out / "_dataset.json").write_text(json.dumps(
-        {"generator": "avgrid.synthdata", "seed": seed, "n_clips": n_clips, "clip_seconds": clip_seconds,
+        {"generator": "avgrid.knowntruth.dataset", "seed": seed, "n_clips": n_clips, "clip_seconds": clip_seconds,
          "scenes": [dataclasses.asdict(s) for s in made]}, indent=1))
     return made
