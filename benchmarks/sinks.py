@@ -27,7 +27,7 @@ from benchmarks._harness import report, timed
 from pipeline.records import KINDS, SCHEMA_VERSION, ActionRecord, CaptionRecord, EventRecord, SentimentRecord, \
     to_arrow, to_json
 from pipeline.sinks import KafkaConfig, KafkaSink, ParquetSink
-from pipeline.sinks.kafka import producer_config
+from pipeline.sinks.kafka.options import producer_config
 
 KAFKA_RECORDS = int(os.environ.get("AVGRID_BENCH_KAFKA_RECORDS", 40_000))
 PARQUET_RECORDS = int(os.environ.get("AVGRID_BENCH_PARQUET_RECORDS", 400_000))

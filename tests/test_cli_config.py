@@ -118,14 +118,14 @@ def test_empty_yaml_values_keep_the_defaults_and_names_are_case_insensitive(tmp_
 def test_tls_files_are_read_where_the_run_starts(tmp_path):
     """The sink actor may run on another node: the PEM files travel with its settings and are
     written to a private directory there."""
-    from pipeline.sinks.kafka import _local_pem
+    from pipeline.sinks.kafka.options import local_pem
 
     (tmp_path / "ca.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nca\n")
     cfg = load_config(overrides={"kafka": "b:1", "kafka_security_protocol": "SSL",
                                  "kafka_ssl_cafile": str(tmp_path / "ca.pem")})
     kc = kafka_sink_config(cfg, run_id="r", live=False)
     (tmp_path / "ca.pem").unlink()                       # as on a node without the file
-    local, d = _local_pem(kc)
+    local, d = local_pem(kc)
     try:
         assert local.ssl_cafile.startswith(d) and open(local.ssl_cafile, "rb").read().endswith(b"ca\n")
         assert os.stat(d).st_mode & 0o077 == 0 and os.stat(local.ssl_cafile).st_mode & 0o077 == 0

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
-import logging
 import threading
 import time
 from collections import deque
@@ -28,11 +27,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
 from pipeline.errors import ConfigError
+from pipeline.redact import masked_logger
 from pipeline.runtime.engine import Observer
 from pipeline.runtime.progress import fps, lag_s
 from pipeline.runtime.state import StreamRun
 
-log = logging.getLogger(__name__)
+log = masked_logger("avgrid.dashboard")   # its log.exception tracebacks are redacted too
 
 LATEST_RECORDS = 12          # per stream, newest first
 THUMB_EVERY_S = 1.0          # at most one new thumbnail per stream per second

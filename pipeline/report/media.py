@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("avgrid.report")
 
 THUMB_HEIGHT_PX = 72
 KEYFRAMES_ONLY_SPACING_S = 10.0

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 
 import numpy as np
 
 from pipeline.errors import SinkError
 from pipeline.grid import Cell, Gap, GridConfig
-from pipeline.redact import redact
+from pipeline.redact import print_exc, redact
 from pipeline.runtime.messages import (  # noqa: F401  (Pull, Job, JobResult: part of this module's API)
     CellMeta,
     Delivery,
@@ -101,7 +100,7 @@ class SourceWorker:
             error = e.reason
         except Exception as e:  # a decoder failing on bad media must be reported, not crash the actor
             error = redact(f"{type(e).__name__}: {e}")
-            traceback.print_exc()
+            print_exc()          # password-free: the message may hold the URL
         with self._cv:
             if src is not None:
                 self._source = src

@@ -44,13 +44,13 @@ from contextlib import contextmanager
 from pipeline.config import Config
 from pipeline.errors import ConfigError, SinkError
 from pipeline.grid import Gap
-from pipeline.redact import redact
+from pipeline.redact import masked_logger, redact
 from pipeline.runtime.builder import CellSpan, Draft, RecordBuilder
 from pipeline.runtime.executor import ActorDied, CallFailed, Executor, LocalExecutor, RayExecutor, ray_cause
 from pipeline.runtime.scheduler import MAX_SOURCE_RESTARTS, BatchPolicy, Scheduler  # noqa: F401
 from pipeline.runtime.state import DeliveryReport, InputResult, InputSpec, RunSummary, StreamRun, StreamState
 
-log = logging.getLogger("avgrid.runtime")
+log = masked_logger("avgrid.runtime")   # its log.exception tracebacks are redacted too
 GAP_MODEL = "avgrid-runtime/1 gap"   # the record's model says why: "avgrid-runtime/1 gap: reconnect"
 DAMAGE_MODEL = "avgrid-runtime/1 damaged"   # ...: decode_errors (packets skipped) or truncated (the end missing)
 ARCHIVE_DECODE_NICE = 4   # archives: decoding runs this much nicer than the operators (Ray workers: 15)

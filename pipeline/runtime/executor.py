@@ -28,9 +28,8 @@ import os
 import sys
 import tempfile
 import threading
-import traceback
 
-from pipeline.redact import redact
+from pipeline.redact import print_exc, redact
 
 log = logging.getLogger("avgrid.runtime")
 
@@ -240,7 +239,7 @@ def _child_main(fd: int) -> None:
         try:
             reply(call_id, True, getattr(obj, method)(*margs, **mkwargs))
         except Exception as e:
-            traceback.print_exc()
+            print_exc()          # to the child's stderr, password-free
             reply(call_id, False, redact(f"{type(e).__name__}: {e}"))
 
     while True:

@@ -19,7 +19,7 @@ from pipeline.records import Record
 from pipeline.redact import redact
 from pipeline.sinks.base import Sink
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("avgrid.sinks")
 
 _ALL = "\x00all inputs"   # a failure we cannot pin to inputs (flush, close)
 MAX_ERRORS_KEPT = 20      # per sink: the latest error messages (every failure is still logged)

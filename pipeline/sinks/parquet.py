@@ -52,7 +52,7 @@ from pipeline.errors import SinkError
 from pipeline.records import KINDS, STREAMS, Record, empty_table, to_arrow
 from pipeline.sinks.base import SinkStats
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("avgrid.parquet")
 
 BOOKKEEPING = "_avgrid"
 _SAFE_RUN_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")

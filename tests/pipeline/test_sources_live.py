@@ -165,9 +165,9 @@ def test_rtsp_camera_refusing_the_login_fails_at_open_with_a_hint_and_no_passwor
     ("/media/clip.mp4", av.InvalidDataError(1, "x"), ""),
 ])
 def test_open_errors_hint_at_the_login(url, error, hint):
-    from pipeline.sources.av_source import _login_hint
+    from pipeline.sources.opening import login_hint
 
-    got = _login_hint(url, error)
+    got = login_hint(url, error)
     assert (hint in got) if hint else got == ""
 
 
@@ -455,7 +455,7 @@ def test_a_protocol_missing_from_ffmpeg_is_named(monkeypatch):
     """Without an ffmpeg CLI that could relay it, an SRT input fails naming the missing protocol."""
     import av
 
-    monkeypatch.setattr("pipeline.sources.av_source.can_relay", lambda url: False)
+    monkeypatch.setattr("pipeline.sources.opening.can_relay", lambda url: False)
 
     try:
         av.open("srt://127.0.0.1:1?mode=caller", timeout=1).close()

@@ -1,13 +1,14 @@
-"""Kafka sink (kafka-python 3.x): topic ``<prefix>.<kind>``, key = stream_id, JSON value, ``schema_version`` header.
+"""The Kafka sink (kafka-python 3.x): topic ``<prefix>.<kind>``, key = stream_id, JSON value, ``schema_version`` header.
 
-Delivery (DESIGN.md "Records (CONTRACT)"): the idempotent producer is on explicitly, ``acks=all``;
+Delivery: the idempotent producer is on explicitly, ``acks=all``;
 every send's future is checked. While the broker is down kafka-python's own retries run until
 ``delivery_timeout_s``; the sink keeps at most ``buffer_max_records`` unacknowledged records:
 archive mode (``live=False``) then waits, live mode drops the newest records and counts them
 (and its ``flush`` waits at most ``live_flush_s``, so a live run is never held up by the broker).
 A record that still fails (archive mode: after ``resend_attempts`` more sends of retriable
 failures) goes to the dead-letter file, never to nowhere. ``exactly_once=True`` uses a
-transactional producer: each ``flush``/``commit_input`` commits a transaction.
+transactional producer: each ``flush``/``commit_input`` commits a transaction (the two delivery
+strategies: :mod:`pipeline.sinks.kafka.delivery`; the settings: :mod:`pipeline.sinks.kafka.options`).
 
 Every wait on the broker is bounded, by avgrid and not only by kafka-python (whose producer stops
 expiring records once a stalled broker has made it reset its producer id): a record not
@@ -24,193 +25,35 @@ many records wait.
     sink.write(records); sink.commit_input("cam1"); sink.close()
 
 Secrets (SASL and SSL key passwords) never reach logs: kafka-python logs the admin client's whole
-configuration and the SASL PLAIN auth bytes at DEBUG, so a filter masks them on every ``kafka.*`` logger.
+configuration and the SASL PLAIN auth bytes at DEBUG, so a filter masks them on every ``kafka.*`` logger
+(:func:`pipeline.redact.guard_loggers`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import logging
-import os
 import shutil
-import tempfile
-import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
 from pipeline.errors import SinkError
 from pipeline.records import KINDS, SCHEMA_VERSION, STREAMS, Record, to_json
-from pipeline.redact import MASK, redact
+from pipeline.redact import guard_loggers, redact
 from pipeline.sinks.base import SinkStats
 from pipeline.sinks.deadletter import DeadLetter
+from pipeline.sinks.kafka.compat import fix_idempotent_reset
+from pipeline.sinks.kafka.delivery import AtLeastOnce, Transactional
+from pipeline.sinks.kafka.options import KafkaConfig, client_config, local_pem, producer_config
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("avgrid.kafka")
 MAX_ERRORS_KEPT = 20       # error messages kept in the statistics (the dead-letter file has every record)
-
-
-@dataclass(frozen=True)
-class KafkaConfig:
-    """Kafka sink settings. Times in seconds; ``repr`` never shows the passwords."""
-
-    bootstrap: str                          # "host:port[,host:port]"
-    prefix: str = "avgrid"                  # topics are <prefix>.<kind>
-    acks: str = "all"
-    exactly_once: bool = False
-    transactional_id: str | None = None     # default with exactly_once: "<prefix>-<host>-<pid>"
-    security_protocol: str = "PLAINTEXT"    # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
-    sasl_mechanism: str | None = None       # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
-    sasl_username: str | None = None
-    sasl_password: str | None = field(default=None, repr=False)
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_password: str | None = field(default=None, repr=False)
-    ssl_check_hostname: bool = True
-    # ((option, PEM bytes), ...): the ssl_* files as read where the run started; the sink writes them
-    # to a private directory on whichever node it runs, so they need not exist there
-    ssl_pem: tuple = field(default=(), repr=False)
-    partitions: int = 1                     # for topics the sink creates
-    replication: int = 1
-    buffer_max_records: int = 100_000       # unacknowledged records held in memory at most
-    live: bool = False                      # True: drop (and count) instead of waiting when full
-    live_flush_s: float = 1.0               # live mode: the longest a flush() waits for acknowledgements
-    dead_letter_dir: str | None = None      # usually the Parquet --out directory
-    run_id: str = field(default_factory=lambda: f"pid{os.getpid()}")   # names the dead-letter file
-    delivery_timeout_s: float = 120.0       # kafka-python's retries for one send
-    request_timeout_s: float = 30.0
-    max_block_s: float = 60.0               # send() waiting for topic metadata
-    connect_timeout_s: float = 30.0
-    resend_attempts: int = 2                # archive mode: extra sends after a retriable failure
-    ack_timeout_s: float | None = None      # a record unacknowledged this long is dead-lettered
-                                            # (None: delivery_timeout_s + 5)
-    down_after_s: float = 5.0               # no acknowledgement this long while records wait: "down"
-    unreachable_wait_s: float = 2.0         # broker silent for ack_timeout_s: how long a new record waits
-    close_timeout_s: float = 10.0           # close(): the longest it waits for what is still unacknowledged
-    linger_ms: int = 5
-    batch_size: int = 256 * 1024
-    compression: str | None = None          # gzip, snappy, lz4, zstd (if installed)
-    api_version: tuple[int, ...] | None = None   # None: ask the broker at connect time
-
-    def topic(self, kind: str) -> str:
-        return f"{self.prefix}.{kind}"
-
-    @property
-    def ack_deadline_s(self) -> float:
-        """Seconds after its first send by which a record is acknowledged or dead-lettered."""
-        return self.ack_timeout_s if self.ack_timeout_s is not None else self.delivery_timeout_s + 5.0
-
-    def secrets(self) -> tuple[str, ...]:
-        return tuple(s for s in (self.sasl_password, self.ssl_password) if s)
-
-
-def client_config(cfg: KafkaConfig) -> dict:
-    """Connection and security settings shared by the producer and the admin client."""
-    kw = {"bootstrap_servers": cfg.bootstrap.split(","), "security_protocol": cfg.security_protocol,
-          "request_timeout_ms": int(cfg.request_timeout_s * 1000),
-          "bootstrap_timeout_ms": int(cfg.connect_timeout_s * 1000)}
-    if cfg.api_version:
-        kw["api_version"] = tuple(cfg.api_version)
-    if cfg.sasl_mechanism:
-        kw.update(sasl_mechanism=cfg.sasl_mechanism, sasl_plain_username=cfg.sasl_username,
-                  sasl_plain_password=cfg.sasl_password)
-    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"):
-        if getattr(cfg, name):
-            kw[name] = getattr(cfg, name)
-    if cfg.security_protocol in ("SSL", "SASL_SSL"):
-        kw["ssl_check_hostname"] = cfg.ssl_check_hostname
-    return kw
-
-
-def producer_config(cfg: KafkaConfig) -> dict:
-    """KafkaProducer keyword arguments (also what the benchmark's raw producer uses)."""
-    kw = client_config(cfg)
-    kw.update(acks=cfg.acks, enable_idempotence=True, linger_ms=cfg.linger_ms, batch_size=cfg.batch_size,
-              delivery_timeout_ms=int(cfg.delivery_timeout_s * 1000), max_block_ms=int(cfg.max_block_s * 1000),
-              compression_type=cfg.compression, client_id=f"avgrid-{cfg.run_id}")
-    if cfg.exactly_once:
-        kw["transactional_id"] = cfg.transactional_id or f"{cfg.prefix}-{os.uname().nodename}-{os.getpid()}"
-    return kw
-
-
-def _local_pem(cfg: KafkaConfig) -> tuple[KafkaConfig, str | None]:
-    """``cfg`` with its shipped PEM files written to a new private directory (returned too)."""
-    if not cfg.ssl_pem:
-        return cfg, None
-    d = tempfile.mkdtemp(prefix="avgrid-kafka-tls-")       # mode 0700
-    paths = {}
-    for name, data in cfg.ssl_pem:
-        path = os.path.join(d, f"{name}.pem")
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-            f.write(data)
-        paths[name] = path
-    return dataclasses.replace(cfg, ssl_pem=(), **paths), d
-
-
-class _MaskSecrets(logging.Filter):
-    """Replaces known secrets in log records (kafka-python logs configs and payloads at DEBUG)."""
-
-    def __init__(self):
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            msg = record.getMessage()
-            if any(s in msg for s in self.secrets):
-                for s in self.secrets:
-                    msg = msg.replace(s, MASK)
-                record.msg, record.args = msg, None
-        return True
-
-
-_MASK_FILTER = _MaskSecrets()
-
-
-def guard_kafka_logs(secrets: Sequence[str]) -> None:
-    """Mask ``secrets`` in every record of every ``kafka.*`` logger (filters do not inherit)."""
-    _MASK_FILTER.secrets.update(s for s in secrets if s)
-    for name in list(logging.root.manager.loggerDict):
-        if name == "kafka" or name.startswith("kafka."):
-            logger = logging.getLogger(name)
-            if _MASK_FILTER not in logger.filters:
-                logger.addFilter(_MASK_FILTER)
-
-
-def fix_idempotent_reset() -> bool:
-    """Make kafka-python's idempotent producer recover after it expired a batch it had sent.
-
-    kafka-python 3.0.x resets the producer id then (``TransactionManager.reset_producer_id``) but,
-    unlike the Java client (KAFKA-7737: ``transitionTo(UNINITIALIZED)``), leaves the manager READY,
-    so no new InitProducerId request is ever made and the producer sends nothing again, even once
-    the broker is back (measured: a broker SIGSTOPped past the delivery timeout, then resumed; not
-    one record delivered in 210 s). This puts the manager back in UNINITIALIZED, as Java does.
-    Applied once per process; returns False where kafka-python has no such method (nothing done).
-    """
-    try:
-        from kafka.producer import transaction_manager as tm
-        cls, uninitialized = tm.TransactionManager, tm.TransactionState.UNINITIALIZED
-        original = cls.reset_producer_id
-    except (ImportError, AttributeError):
-        return False
-    if getattr(original, "_avgrid_fixed", False):
-        return True
-
-    def reset_producer_id(self):
-        original(self)
-        with self._lock:
-            if not self.is_transactional():
-                self._current_state = uninitialized
-
-    reset_producer_id._avgrid_fixed = True
-    cls.reset_producer_id = reset_producer_id
-    return True
 
 
 @dataclass(frozen=True)
@@ -227,11 +70,13 @@ class KafkaHealth:
     dead_letter_path: str | None = None
 
 
+
 class KafkaSink:
     """Sends records to ``<prefix>.<kind>`` topics; see the module docstring for the delivery rules."""
 
     def __init__(self, producer: KafkaProducer, cfg: KafkaConfig, *, dead_letter: DeadLetter | None = None):
         fix_idempotent_reset()
+        self.log = log
         self._producer = producer
         self.cfg = cfg
         self.stats = SinkStats()
@@ -243,9 +88,8 @@ class KafkaSink:
         # (future, record, topic, sends so far, monotonic time of the first send), oldest first
         self._pending: deque = deque()
         self._failed_inputs: Counter = Counter()   # stream_id -> records of it dead-lettered
-        self._txn: list[tuple[Record, str]] = []   # exactly-once: records of the open transaction
-        self._txn_error: Exception | None = None
-        self._stuck: str | None = None        # exactly-once: a transaction call overran its deadline
+        # how acknowledgements, failures and flushes settle records: at least once, or transactions
+        self._delivery = Transactional(self) if cfg.exactly_once else AtLeastOnce(self)
         self._where = f"kafka {redact(cfg.bootstrap)}"
         self._closed = False
         self._pem_dir: str | None = None      # set by connect() when it wrote shipped PEM files
@@ -253,9 +97,7 @@ class KafkaSink:
         # on kafka-python's I/O thread), and the first send since then that was never acknowledged
         self._last_ack = time.monotonic()
         self._lost_at: float | None = None
-        if cfg.exactly_once:
-            producer.init_transactions()
-            producer.begin_transaction()
+        self._delivery.begin()
 
     @classmethod
     def connect(cls, cfg: KafkaConfig) -> "KafkaSink":
@@ -263,8 +105,8 @@ class KafkaSink:
 
         Raises SinkError naming the bootstrap address when no broker answers in ``connect_timeout_s``.
         """
-        guard_kafka_logs(cfg.secrets())
-        cfg, pem_dir = _local_pem(cfg)
+        guard_loggers("kafka", cfg.secrets())
+        cfg, pem_dir = local_pem(cfg)
         try:
             return cls._connect(cfg, pem_dir)
         except BaseException:
@@ -287,7 +129,7 @@ class KafkaSink:
                 hint = (f" ({', '.join(parts)}: check the credentials / CA file and that the listener speaks "
                         "this protocol)")
             raise SinkError(f"kafka {redact(cfg.bootstrap)}: cannot connect: {redact(str(e))}{hint}") from None
-        guard_kafka_logs(cfg.secrets())     # loggers created while connecting
+        guard_loggers("kafka", cfg.secrets())     # loggers created while connecting
         dead_letter = DeadLetter.beside(cfg.dead_letter_dir, "kafka", cfg.run_id) if cfg.dead_letter_dir else None
         sink = cls(producer, cfg, dead_letter=dead_letter)
         sink._pem_dir = pem_dir
@@ -326,8 +168,9 @@ class KafkaSink:
         deadline) or drops (live) when the buffer is full."""
         if self._closed:
             raise SinkError(f"{self._where}: write after close")
-        if self._stuck:
-            self._dead([(rec, self._topic_of[rec.kind], self._stuck) for rec in records])
+        stuck = self._delivery.stuck
+        if stuck:
+            self._dead([(rec, self._topic_of[rec.kind], stuck) for rec in records])
             return
         limit = self.cfg.buffer_max_records
         failed, unavailable = [], {}      # topic -> why its last send failed in this call
@@ -388,8 +231,7 @@ class KafkaSink:
         else:
             # live: wait a moment for acknowledgements, dead-letter only what is past its deadline
             self._reap(block=True, stop_at=time.monotonic() + self.cfg.live_flush_s, give_up_at_stop=False)
-        if self.cfg.exactly_once:
-            self._end_transaction(stop_at)
+        self._delivery.end(stop_at)
 
     def commit_input(self, input_key: str) -> None:
         """Flush; raise SinkError if any record of input ``input_key`` (stream_id) was dead-lettered,
@@ -405,16 +247,7 @@ class KafkaSink:
 
     def abort(self) -> None:
         """Exactly-once mode: drop the open transaction; consumers reading committed data never see it."""
-        if not self.cfg.exactly_once:
-            raise SinkError(f"{self._where}: abort needs exactly_once=True")
-        self._flush_pending_only()
-        self._txn, self._txn_error = [], None
-        if not self._within(self._producer.abort_transaction, self.cfg.ack_deadline_s, "abort_transaction"):
-            return
-        self._producer.begin_transaction()
-
-    def _flush_pending_only(self) -> None:
-        self._reap(block=True)
+        self._delivery.abort()
 
     def close(self, timeout_s: float | None = None) -> None:
         """Flush and release the producer, within ``timeout_s`` (default ``close_timeout_s``):
@@ -520,8 +353,7 @@ class KafkaSink:
             return f"send failed: {type(e).__name__}: {e}"
         future.add_callback(self._acked)
         self._pending.append((future, rec, topic, sends + 1, sent_at))
-        if self.cfg.exactly_once:
-            self._txn.append((rec, topic))
+        self._delivery.queued(rec, topic)
         return None
 
     def _refresh_partitions(self, topic: str) -> str | None:
@@ -553,8 +385,9 @@ class KafkaSink:
         and all of them at most until ``stop_at`` (monotonic); at ``stop_at`` what is still
         unacknowledged is dead-lettered too, unless ``give_up_at_stop`` is False (then it stays queued).
         """
-        failed = []
+        failed: list = []
         pending = self._pending
+        delivery = self._delivery
         while len(pending) > (until if block else 0):
             future, rec, topic, sends, sent_at = pending[0]
             while not future.is_done:
@@ -574,33 +407,10 @@ class KafkaSink:
                 pending.popleft()
                 self._lost(sent_at)
                 why = f"not acknowledged within {now - sent_at:.0f} s (broker down or too slow)"
-                if self.cfg.exactly_once:      # the whole transaction is aborted and dead-lettered
-                    self._txn_error = KafkaTimeoutError(why)
-                else:
-                    failed.append((rec, topic, why))
+                delivery.unacknowledged(rec, topic, why, failed)
                 continue
             pending.popleft()
-            if self.cfg.exactly_once:
-                # counted (or dead-lettered) when the transaction ends
-                if future.failed():
-                    self._txn_error = future.exception
-                continue
-            if future.succeeded():
-                self.stats.written[rec.kind] += 1
-                continue
-            exc = future.exception
-            if isinstance(exc, KafkaTimeoutError):
-                self._lost(sent_at)
-            # a resend keeps the record's deadline: kafka-python expiring it means the time is up
-            if (not self.cfg.live and sends <= self.cfg.resend_attempts and getattr(exc, "retriable", False)
-                    and not isinstance(exc, KafkaTimeoutError)
-                    and time.monotonic() < self._due(sent_at)):
-                log.warning("%s: %s record %s failed (%s); sending again", self._where, topic, rec.record_id, exc)
-                reason = self._send(rec, topic, sends, sent_at)
-                if reason:
-                    failed.append((rec, topic, reason))
-            else:
-                failed.append((rec, topic, f"{type(exc).__name__}: {exc}"))
+            delivery.settled(future, rec, topic, sends, sent_at, failed)
         if failed:
             self._dead(failed)
 
@@ -610,53 +420,6 @@ class KafkaSink:
             self._lost_at = sent_at
         else:
             self._lost_at = min(self._lost_at, sent_at)
-
-    def _within(self, call, timeout_s: float, what: str) -> bool:
-        """Run a transaction call (kafka-python waits on those without a timeout) for at most
-        ``timeout_s``. Past it the producer counts as stuck: every later record is dead-lettered."""
-        box: list = []
-
-        def run():
-            try:
-                call()
-                box.append(None)
-            except BaseException as e:  # noqa: BLE001  (re-raised in the caller's thread)
-                box.append(e)
-
-        t = threading.Thread(target=run, name=f"avgrid-kafka-{what}", daemon=True)
-        t.start()
-        t.join(max(0.0, timeout_s))
-        if not box:
-            self._stuck = f"transactional producer stuck: {what} not answered within {timeout_s:.0f} s"
-            log.error("%s: %s", self._where, self._stuck)
-            return False
-        if box[0] is not None:
-            raise box[0]
-        return True
-
-    def _end_transaction(self, stop_at: float | None = None) -> None:
-        txn, self._txn = self._txn, []
-        error, self._txn_error = self._txn_error, None
-        if not txn:
-            return
-        timeout = self.cfg.ack_deadline_s if stop_at is None else max(0.0, stop_at - time.monotonic())
-        try:
-            if error is not None:
-                raise error
-            if self._stuck or not self._within(self._producer.commit_transaction, timeout, "commit_transaction"):
-                self._dead([(r, t, self._stuck) for r, t in txn])
-                return
-        except KafkaError as e:
-            try:
-                if self._within(self._producer.abort_transaction, timeout, "abort_transaction"):
-                    self._producer.begin_transaction()
-            except KafkaError as abort_error:
-                self._stuck = f"transaction could not be aborted: {type(abort_error).__name__}: {abort_error}"
-            self._dead([(r, t, f"transaction aborted: {type(e).__name__}: {e}") for r, t in txn])
-            return
-        self._producer.begin_transaction()
-        for rec, _topic in txn:
-            self.stats.written[rec.kind] += 1
 
     def _drop(self, rec: Record) -> None:
         self.stats.dropped += 1
