@@ -522,7 +522,8 @@ def _validate_kafka(cfg: Config, origin: str) -> Config:
         raise ConfigError(f"{origin}: option {ssl_set[0]!r} is set but kafka_security_protocol is {proto} "
                           f"(SSL or SASL_SSL uses it)")
     if k.ssl_keyfile and not k.ssl_certfile:
-        raise ConfigError(f"{origin}: option 'kafka_ssl_keyfile' needs kafka_ssl_certfile (the certificate of that key)")
+        raise ConfigError(f"{origin}: option 'kafka_ssl_keyfile' needs kafka_ssl_certfile "
+                          f"(the certificate of that key)")
     for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password_file", "sasl_password_file"):
         path = getattr(k, name)
         if path and not os.path.isfile(path):
@@ -570,8 +571,9 @@ def kafka_sink_config(cfg: Config, *, run_id: str, live: bool):
     if k.compression:
         has = {"gzip": codec.has_gzip, "snappy": codec.has_snappy, "lz4": codec.has_lz4, "zstd": codec.has_zstd}
         if not has[k.compression]():
+            package = {"snappy": "python-snappy", "zstd": "zstandard"}.get(k.compression, k.compression)
             raise ConfigError(f"option 'kafka_compression': {k.compression} needs its Python library "
-                              f"(pip install {dict(snappy='python-snappy', zstd='zstandard').get(k.compression, k.compression)})")
+                              f"(pip install {package})")
     return KafkaConfig(
         bootstrap=k.bootstrap, prefix=k.prefix, live=live, dead_letter_dir=cfg.outputs.out, run_id=run_id,
         security_protocol=k.security_protocol, sasl_mechanism=k.sasl_mechanism,

@@ -39,7 +39,8 @@ FORMAT = 1                       # of the fingerprint stored in commit markers
 BLOCK_BYTES = 64 * 1024          # one sampled block
 SAMPLED_BLOCKS = 8               # first, last and evenly spaced between them
 
-# Options (Config.options() names) that change how fast, where or how observably records are made, never what they say.
+# Options (by the names of Config.options()) that change how fast, where or how observably records are made,
+# never what they say.
 # (media_origin is per input: the input's own origin goes into its settings instead.)
 NOT_SHAPING = frozenset({
     "out", "kafka", "kafka_prefix", "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username",
