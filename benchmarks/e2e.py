@@ -113,7 +113,7 @@ def v1_analyzer():
     from pipeline.config import load_config
     from pipeline.runtime.analyzers import DetectorAnalyzer
 
-    return DetectorAnalyzer(load_config().grid, detectors=V1_EVENTS, action_detector="camera_motion")
+    return DetectorAnalyzer(load_config().grid_config, detectors=V1_EVENTS, action_detector="camera_motion")
 
 
 v1_analyzer.keeps_grid = True       # it runs on the configured grid: sources need not wait for it
@@ -141,7 +141,7 @@ def _operator_budget(path: str) -> dict:
     from pipeline.runtime.analyzers import DetectorAnalyzer, stack
     from pipeline.sources import open_source
 
-    grid = load_config().grid
+    grid = load_config().grid_config
     c0 = time.process_time()
     with open_source(path, grid) as src:
         cells = [c for c in src if isinstance(c, Cell)]
@@ -260,7 +260,7 @@ def live_round(ts: Path, n: int, seconds: float, out: Path) -> tuple[bool, float
     steady = lat.samples[len(lat.samples) // 4:]     # skip start-up (actors loading, first keyframe)
     p95 = float(np.percentile(steady, 95)) if steady else float("inf")
     dropped = sum(r.dropped_cells for r in summary.inputs)
-    ok = summary.exit_code == 0 and dropped == 0 and p95 <= cfg.hop_s + 0.5
+    ok = summary.exit_code == 0 and dropped == 0 and p95 <= cfg.grid.hop_s + 0.5
     return ok, p95, dropped
 
 

@@ -63,7 +63,7 @@ def _cells(path: str):
     from pipeline.config import Config
     from pipeline.sources import open_source
 
-    with open_source(path, Config().grid) as src:
+    with open_source(path, Config().grid_config) as src:
         return list(src)
 
 

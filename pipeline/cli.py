@@ -25,23 +25,12 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import fields
 
-from pipeline.config import HELP, SECRET_ENV, Config, kafka_sink_config, load_config
+from pipeline.config import GROUPS, OPTIONS, SECRET_ENV, Config, kafka_sink_config, load_config
 from pipeline.errors import AvgridError, ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
 DEFAULT_OUT = "./avgrid-out"
-
-_SHOWN = {"progress": "on when stderr is a terminal", "operator_actors": "one per 2 Ray CPUs, at least 1",
-          "num_cpus": "all", "action_weights": "torchvision's cache", "duration": "until SIGINT/SIGTERM",
-          "media_origin": "the file's creation_time, if any", "dashboard_port": "off",
-          "start_timeout_s": "keeps trying"}
-# options that only make sense for one command
-_ONLY = {"duration": "run", "status_interval_s": "run", "concurrency": "annotate", "readahead_cells": "annotate",
-         "media_origin": "annotate", "force": "annotate", "full_hash": "annotate", "dashboard_port": "run",
-         "executor": "annotate", "local_max_mb": "annotate", "start_timeout_s": "run"}
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse, except that a usage error never repeats what follows a ``--...pass...`` option
@@ -68,34 +57,25 @@ class _RefusePassword(argparse.Action):
 
 
 def _add_run_options(p: argparse.ArgumentParser, command: str) -> None:
-    defaults = Config()
+    """The flags of ``command`` (annotate / run): one per option of :data:`pipeline.config.OPTIONS` that
+    the command has, in one argument group per option group."""
     p.add_argument("-c", "--config", metavar="FILE", help="YAML file with any of the options below (flags win)")
-    kafka = p.add_argument_group("Kafka connection (passwords only from a file or the environment)")
+    groups = {name: p.add_argument_group(title) for name, title in GROUPS.items()
+              if any(o.group == name and o.only in (None, command) for o in OPTIONS.values())}
     for name in SECRET_ENV:
-        kafka.add_argument("--" + name.replace("_", "-"), dest=name, action=_RefusePassword, help=argparse.SUPPRESS)
-    for f in fields(Config):
-        if _ONLY.get(f.name, command) != command:
+        groups["kafka"].add_argument("--" + name.replace("_", "-"), dest=name, action=_RefusePassword,
+                                     help=argparse.SUPPRESS)
+    for o in OPTIONS.values():
+        if o.only not in (None, command):
             continue
-        g = kafka if f.name.startswith("kafka_") and f.name != "kafka_prefix" else p
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        shown = _SHOWN.get(f.name, "none" if default is None else default)
-        help_ = f"{HELP[f.name]} (default: {shown})"
-        if f.type.startswith("bool"):
-            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        help_ = f"{o.help} (default: {o.shown})"
+        if o.type is bool:
+            groups[o.group].add_argument(o.flag, dest=o.name, action=argparse.BooleanOptionalAction, default=None,
+                                         help=help_)
             continue
-        typ = {"int": int, "float": float}.get(f.type.split(" ")[0], str)
-        metavar = {"out": "DIR", "kafka": "HOST:PORT", "kafka_prefix": "P", "profile": "NAME", "bundle": "PATH",
-                   "ray_address": "HOST:PORT", "metrics_port": "PORT", "dashboard_port": "PORT", "metrics_host": "HOST",
-                   "duration": "SECONDS",
-                   "kafka_security_protocol": "PROTOCOL", "kafka_sasl_mechanism": "MECHANISM",
-                   "kafka_sasl_username": "USER", "kafka_compression": "CODEC", "media_origin": "ISO8601",
-                   "executor": "NAME", "local_max_mb": "MB", "thumbnail_interval_s": "SECONDS"}.get(f.name)
-        metavar = metavar or {"action_model": "MODEL", "action_weights": "FILE", "frame_size": "PIXELS"}.get(f.name)
-        metavar = metavar or ("FILE" if f.name.endswith(("file", "_cafile")) else "SECONDS" if f.name.endswith("_s")
-                              else "MS" if f.name.endswith("_ms") else "N" if typ is int else None)
-        short = {"out": ["-o"]}.get(f.name, [])
-        g.add_argument(*short, flag, dest=f.name, type=typ, default=None, metavar=metavar, help=help_)
+        typ = o.type if o.type in (int, float) else str
+        groups[o.group].add_argument(*([o.short] if o.short else []), o.flag, dest=o.name, type=typ, default=None,
+                                     metavar=o.metavar, help=help_)
 
 
 def add_train_arguments(t: argparse.ArgumentParser) -> None:
@@ -216,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    overrides = {f.name: getattr(args, f.name, None) for f in fields(Config)}
+    overrides = {name: getattr(args, name, None) for name in OPTIONS}
     return load_config(args.config, overrides)
 
 
@@ -226,15 +206,15 @@ def _observers(args, cfg: Config) -> list:
     if args.verbose:
         from pipeline.runtime.progress import DebugLog
 
-        observers.append(DebugLog(cfg.hop_s))
-    if cfg.metrics_port:
+        observers.append(DebugLog(cfg.grid.hop_s))
+    if cfg.monitoring.metrics_port:
         from pipeline.metrics import serve
         from pipeline.preflight import server_error
 
         try:
-            observers.append(serve(cfg.metrics_port, cfg.metrics_host, hop_s=cfg.hop_s))
+            observers.append(serve(cfg.monitoring.metrics_port, cfg.monitoring.metrics_host, hop_s=cfg.grid.hop_s))
         except OSError as e:
-            raise server_error("--metrics-port", cfg.metrics_port, cfg.metrics_host, e) from None
+            raise server_error("--metrics-port", cfg.monitoring.metrics_port, cfg.monitoring.metrics_host, e) from None
     return observers
 
 
@@ -255,7 +235,7 @@ def _annotate(args, cfg: Config) -> int:
 
     observers = _observers(args, cfg)
     bars = None
-    if not args.quiet and (cfg.progress or (cfg.progress is None and sys.stderr.isatty())):
+    if not args.quiet and (cfg.monitoring.progress or (cfg.monitoring.progress is None and sys.stderr.isatty())):
         bars = ProgressBars(len(args.inputs))
         observers.append(bars)
     try:
@@ -283,24 +263,24 @@ def _run(args, cfg: Config) -> int:
 
     observers = _observers(args, cfg)
     if not args.quiet:
-        observers.append(StatusLines(cfg.status_interval_s, cfg.hop_s))
+        observers.append(StatusLines(cfg.live.status_interval_s, cfg.grid.hop_s))
     dashboard = None
-    if cfg.dashboard_port:        # bound before Ray starts: a taken port is a usage error at once
+    if cfg.live.dashboard_port:        # bound before Ray starts: a taken port is a usage error at once
         from pipeline.dashboard import serve_dashboard
 
-        dashboard = serve_dashboard(cfg.dashboard_port, hop_s=cfg.hop_s)
+        dashboard = serve_dashboard(cfg.live.dashboard_port, hop_s=cfg.grid.hop_s)
         # the page shows each stream's latest picture: the sources send one at least every second
-        if not cfg.thumbnail_interval_s or cfg.thumbnail_interval_s > 1.0:
-            cfg = cfg.replace(thumbnail_interval_s=1.0)
+        if not cfg.outputs.thumbnail_interval_s or cfg.outputs.thumbnail_interval_s > 1.0:
+            cfg = cfg.with_options(thumbnail_interval_s=1.0)
         observers.append(dashboard)
         print(f"avgrid: live page on {dashboard.url}", file=sys.stderr, flush=True)
     # Ray installs its own SIGTERM handler when it starts (it would kill the driver): start Ray
     # first, then take the signals over for the duration of the run
     try:
-        with ray_session(cfg.ray_address, cfg.num_cpus):
+        with ray_session(cfg.runtime.ray_address, cfg.runtime.num_cpus):
             old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
-                summary = Engine(cfg, observers=observers).run(args.sources, duration=cfg.duration, stop=stop)
+                summary = Engine(cfg, observers=observers).run(args.sources, duration=cfg.live.duration, stop=stop)
             finally:
                 for s, h in old.items():
                     signal.signal(s, h)

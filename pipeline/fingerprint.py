@@ -28,7 +28,6 @@ old ones. ``--force`` annotates again regardless.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -40,7 +39,8 @@ FORMAT = 1                       # of the fingerprint stored in commit markers
 BLOCK_BYTES = 64 * 1024          # one sampled block
 SAMPLED_BLOCKS = 8               # first, last and evenly spaced between them
 
-# Config fields that change how fast, where or how observably records are made, never what they say.
+# Options (by the names of Config.options()) that change how fast, where or how observably records are made,
+# never what they say.
 # (media_origin is per input: the input's own origin goes into its settings instead.)
 NOT_SHAPING = frozenset({
     "out", "kafka", "kafka_prefix", "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username",
@@ -136,7 +136,7 @@ def settings_fingerprint(cfg, *, grid, models: list[str], media_origin=None) -> 
     operators' model ids (``Engine.models``); ``media_origin``: the input's origin (datetime or None)."""
     from pipeline.records import SCHEMA_VERSION
 
-    s = {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in NOT_SHAPING}
+    s = {name: _plain(value) for name, value in cfg.options().items() if name not in NOT_SHAPING}
     s["grid"] = {"hop_s": float(grid.hop_s), "fps": float(grid.fps),
                  "frame_size": [int(grid.frame_height), int(grid.frame_width)]}
     s["models"] = list(models)
@@ -184,7 +184,7 @@ def digest(obj) -> str:
 
 def destinations(cfg) -> list[str]:
     """Where a run delivers records: ``parquet``, plus ``kafka <bootstrap> <prefix>`` with ``--kafka``."""
-    return ["parquet"] + ([f"kafka {cfg.kafka} {cfg.kafka_prefix}"] if cfg.kafka else [])
+    return ["parquet"] + ([f"kafka {cfg.kafka.bootstrap} {cfg.kafka.prefix}"] if cfg.kafka.bootstrap else [])
 
 
 def fingerprint(content: dict, settings: dict, delivered_to: list[str] = ("parquet",)) -> dict:

@@ -15,7 +15,6 @@ A failure here costs milliseconds; the same failure inside Ray cost seconds and 
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import re
@@ -28,12 +27,12 @@ from pipeline.errors import ConfigError
 
 def check_run(cfg, command: str) -> None:
     """Every check below for ``avgrid annotate`` / ``avgrid run``."""
-    check_out_dir(cfg.out)
-    for f in dataclasses.fields(cfg):
-        port = getattr(cfg, f.name)
-        if f.name.endswith("_port") and port:
-            host = getattr(cfg, f.name[: -len("port")] + "host", None) or "127.0.0.1"
-            check_port(host, port, "--" + f.name.replace("_", "-"))
+    check_out_dir(cfg.outputs.out)
+    options = cfg.options()
+    for name, port in options.items():
+        if name.endswith("_port") and port:
+            host = options.get(name[: -len("port")] + "host") or "127.0.0.1"
+            check_port(host, port, "--" + name.replace("_", "-"))
     check_profile(cfg)
 
 
@@ -92,24 +91,25 @@ def server_error(flag: str, port: int, host: str, err: OSError) -> ConfigError:
 
 def check_profile(cfg) -> None:
     """What a profile needs that can be checked without loading it."""
-    if cfg.profile == "bundle" and cfg.bundle and not os.path.isdir(cfg.bundle):
-        raise ConfigError(f"--bundle {cfg.bundle}: no such bundle directory (avgrid train --out makes one)")
-    if cfg.profile == "standard":
+    ops = cfg.operators
+    if ops.profile == "bundle" and ops.bundle and not os.path.isdir(ops.bundle):
+        raise ConfigError(f"--bundle {ops.bundle}: no such bundle directory (avgrid train --out makes one)")
+    if ops.profile == "standard":
         from operators.registry import get_spec, make_config
 
         try:
-            spec = get_spec(cfg.action_model)
+            spec = get_spec(ops.action_model)
         except KeyError as e:
-            raise ConfigError(f"--action-model {cfg.action_model}: {e.args[0]}") from None
+            raise ConfigError(f"--action-model {ops.action_model}: {e.args[0]}") from None
         if spec.weights_status is None:
             return
-        weights = cfg.action_weights or "DEFAULT"
-        if cfg.action_weights and not os.path.isfile(cfg.action_weights):
-            raise ConfigError(f"--action-weights {cfg.action_weights}: no such file")
-        available, source = spec.weights_status(make_config(cfg.action_model, weights=weights))
+        weights = ops.action_weights or "DEFAULT"
+        if ops.action_weights and not os.path.isfile(ops.action_weights):
+            raise ConfigError(f"--action-weights {ops.action_weights}: no such file")
+        available, source = spec.weights_status(make_config(ops.action_model, weights=weights))
         if not available:
-            raise ConfigError(f"profile standard: the {cfg.action_model} weights are not on this machine ({source}); "
-                              f"fetch them with `avgrid models --download {cfg.action_model}`, or pass "
+            raise ConfigError(f"profile standard: the {ops.action_model} weights are not on this machine ({source}); "
+                              f"fetch them with `avgrid models --download {ops.action_model}`, or pass "
                               f"--action-weights FILE (or use --profile offline)")
 
 
@@ -119,10 +119,10 @@ _API_HINT = re.compile(r",? ?or pass weights=<local file>.*$")
 def profile_error(cfg, error: str) -> str:
     """A profile's load error in command-line terms: the flag that names a file and the command that
     fetches it, not the Python API's ``weights=`` arguments."""
-    msg = f"profile {cfg.profile}: {error}"
+    msg = f"profile {cfg.operators.profile}: {error}"
     if "weights=" not in error:
         return msg
-    name = cfg.action_model if cfg.profile == "standard" else None
+    name = cfg.operators.action_model if cfg.operators.profile == "standard" else None
     hint = []
     if name:
         hint.append(f"fetch it with `avgrid models --download {name}`")

@@ -4,9 +4,10 @@ import os
 import shutil
 
 import pytest
+import yaml
 
 from pipeline.cli import build_parser, config_from_args, main
-from pipeline.config import HELP, Config, kafka_sink_config, load_config
+from pipeline.config import GROUPS, OPTIONS, Config, config_to_yaml, kafka_sink_config, load_config
 from pipeline.errors import ConfigError
 
 
@@ -15,12 +16,22 @@ def test_yaml_mirrors_the_flags_and_flags_win(tmp_path):
     cfg_file.write_text("out: /data/x\nkafka-prefix: cams\nhop_s: 0.5\nmax_batch: 4\nprofile: offline\n")
     args = build_parser().parse_args(["annotate", "a.mp4", "--config", str(cfg_file), "--max-batch", "12"])
     cfg = config_from_args(args)
-    assert (cfg.out, cfg.kafka_prefix, cfg.hop_s, cfg.max_batch) == ("/data/x", "cams", 0.5, 12)
-    assert cfg.grid.hop_s == 0.5 and cfg.grid.samples_per_cell == 8000
+    assert (cfg.outputs.out, cfg.kafka.prefix, cfg.grid.hop_s, cfg.runtime.max_batch) == ("/data/x", "cams", 0.5, 12)
+    assert cfg.grid_config.hop_s == 0.5 and cfg.grid_config.samples_per_cell == 8000
 
 
 def test_every_option_has_a_flag_a_yaml_key_and_help_with_its_default(capsys):
-    assert set(HELP) == {f for f in Config.__dataclass_fields__}
+    groups = {g: getattr(Config(), g) for g in Config.__dataclass_fields__}
+    assert set(GROUPS) == set(groups)
+    assert {(o.group, o.field) for o in OPTIONS.values()} == {(g, f) for g, v in groups.items()
+                                                               for f in v.__dataclass_fields__}
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for command in ("annotate", "run"):
+        dests = {a.dest: a for a in commands[command]._actions}
+        for o in OPTIONS.values():
+            assert (o.name in dests) == (o.only in (None, command)), (command, o.name)
+            if o.name in dests:
+                assert o.flag in dests[o.name].option_strings and dests[o.name].help.startswith(o.help)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["annotate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
@@ -28,6 +39,9 @@ def test_every_option_has_a_flag_a_yaml_key_and_help_with_its_default(capsys):
                  "--ray-address", "--metrics-port", "--max-inflight"):
         assert flag in text
     assert "(default: ./avgrid-out)" in text and "(default: avgrid)" in text and "(default: offline)" in text
+    for title in ("Kafka (passwords only from a file or the environment):", "Grid:", "Runtime:", "Archives:"):
+        assert title in text                    # --help lists the options by group
+    assert "Live sources:" not in text and "--duration" not in text      # avgrid run's, not annotate's
 
 
 @pytest.mark.parametrize("yaml_text, words", [
@@ -56,8 +70,93 @@ def config_error(tmp_path, yaml_text: str, words: list[str]) -> str:
     return str(e.value)
 
 
+
+# one non-default value in every group, the structured ones (zones, media_origin) included
+GROUPED = """
+outputs: {out: /data/x, max_segment_s: 4.0, thumbnail_interval_s: 0}
+kafka: {bootstrap: 'b1:9092', prefix: cams, compression: gzip, delivery_timeout_s: 30}
+grid: {hop_s: 0.5, fps: 8, frame_size: 112, detect_px: 640, detect_fps: 2}
+operators:
+  zones: {cam1: [{name: door, polygon: [[0.1, 0.1], [0.4, 0.1], [0.4, 0.9]]}, {name: gate, line: [[0, 0.5], [1, 0.5]]}]}
+runtime: {max_batch: 4, chunk_cells: 2, max_wait_ms: 10, executor: local, num_cpus: 2}
+archive: {concurrency: 1, media_origin: {'*.mp4': '2026-11-30T08:00:00Z'}, force: true}
+live: {duration: 60, start_timeout_s: 0, status_interval_s: 1, dashboard_port: 8080}
+monitoring: {metrics_port: 9100, metrics_host: 0.0.0.0, progress: false}
+"""
+# the same settings with today's flat keys (the flags' names)
+FLAT = """
+out: /data/x
+max_segment_s: 4.0
+thumbnail_interval_s: 0
+kafka: 'b1:9092'
+kafka_prefix: cams
+kafka-compression: gzip
+kafka_delivery_timeout_s: 30
+hop_s: 0.5
+fps: 8
+frame_size: 112
+detect_px: 640
+detect_fps: 2
+zones: {cam1: [{name: door, polygon: [[0.1, 0.1], [0.4, 0.1], [0.4, 0.9]]}, {name: gate, line: [[0, 0.5], [1, 0.5]]}]}
+max_batch: 4
+chunk_cells: 2
+max_wait_ms: 10
+executor: local
+num_cpus: 2
+concurrency: 1
+media_origin: {'*.mp4': '2026-11-30T08:00:00Z'}
+force: true
+duration: 60
+start_timeout_s: 0
+status_interval_s: 1
+dashboard_port: 8080
+metrics_port: 9100
+metrics_host: 0.0.0.0
+progress: false
+"""
+
+
+def test_grouped_yaml_round_trips_every_group(tmp_path):
+    (tmp_path / "grouped.yaml").write_text(GROUPED)
+    cfg = load_config(tmp_path / "grouped.yaml")
+    assert (cfg.outputs.out, cfg.grid.hop_s, cfg.runtime.max_batch, cfg.live.duration) == ("/data/x", 0.5, 4, 60.0)
+    assert cfg.kafka.bootstrap == "b1:9092" and cfg.monitoring.metrics_host == "0.0.0.0"
+    assert cfg.operators.zones[0][1][1] == ("gate", "line", ((0.0, 0.5), (1.0, 0.5)))
+    assert cfg.archive.media_origin == (("*.mp4", "2026-11-30T08:00:00+00:00"),)
+    assert cfg.grid_config.fps == 8.0 and cfg.grid_config.frame_height == 112 and cfg.grid_config.detect_px == 640
+    for defaults in (False, True):
+        text = config_to_yaml(cfg, defaults=defaults)
+        assert set(yaml.safe_load(text)) == set(GROUPS)          # written grouped, every group here
+        (tmp_path / "again.yaml").write_text(text)
+        assert load_config(tmp_path / "again.yaml") == cfg
+    assert config_to_yaml(Config()) == "{}\n"                      # nothing differs from the defaults
+
+
+def test_old_flat_yaml_keys_mean_the_same_as_the_groups(tmp_path):
+    (tmp_path / "grouped.yaml").write_text(GROUPED)
+    (tmp_path / "flat.yaml").write_text(FLAT)
+    assert load_config(tmp_path / "flat.yaml") == load_config(tmp_path / "grouped.yaml")
+    (tmp_path / "mixed.yaml").write_text("hop_s: 0.5\nruntime: {max_batch: 4}\nkafka_prefix: cams\nkafka: 'b:1'\n")
+    cfg = load_config(tmp_path / "mixed.yaml")
+    assert (cfg.grid.hop_s, cfg.runtime.max_batch, cfg.kafka.prefix, cfg.kafka.bootstrap) == (0.5, 4, "cams", "b:1")
+    assert cfg.options()["max_batch"] == 4 and cfg.with_options(max_batch=8).runtime.max_batch == 8
+    with pytest.raises(TypeError, match="'max_batchh'"):
+        cfg.with_options(max_batchh=8)
+
+
+@pytest.mark.parametrize("yaml_text, words", [
+    ("grid: {colour: red}\n", ["unknown option 'grid.colour'", "known in grid: detect_fps"]),
+    ("runtime: {hop_s: 0.5}\n", ["unknown option 'runtime.hop_s'", "known in runtime:"]),
+    ("grid: 0.5\n", ["option group 'grid' must be a mapping"]),
+    ("hop_s: 1.0\ngrid: {hop_s: 0.5}\n", ["'hop_s' is given twice"]),
+    ("grid: {hop_s: fast}\n", ["'hop_s' must be float"]),
+    ("runtime: {max_batch: 0}\n", ["'max_batch' must be > 0"]),
+])
+def test_bad_grouped_keys_are_clear_errors_naming_file_and_option(tmp_path, yaml_text, words):
+    assert str(tmp_path / "bad.yaml") in config_error(tmp_path, yaml_text, words)
+
 def test_bundle_flag_implies_bundle_profile():
-    assert load_config(overrides={"bundle": "/b"}).profile == "bundle"
+    assert load_config(overrides={"bundle": "/b"}).operators.profile == "bundle"
 
 
 def test_usage_and_config_errors_exit_2(tmp_path, capsys):
@@ -97,7 +196,8 @@ kafka:
 """)
     args = build_parser().parse_args(["annotate", "a.mp4", "--config", str(cfg_file), "--no-kafka-ssl-check-hostname"])
     cfg = config_from_args(args)
-    assert (cfg.kafka, cfg.kafka_prefix, cfg.kafka_security_protocol) == ("b1:9093,b2:9093", "cams", "SASL_SSL")
+    k = cfg.kafka
+    assert (k.bootstrap, k.prefix, k.security_protocol) == ("b1:9093,b2:9093", "cams", "SASL_SSL")
     assert SECRET not in repr(cfg)                       # Config holds where the password is, not the password
     kc = kafka_sink_config(cfg, run_id="r1", live=False)
     assert (kc.sasl_mechanism, kc.sasl_username, kc.sasl_password) == ("SCRAM-SHA-512", "avgrid", SECRET)
@@ -111,8 +211,8 @@ def test_empty_yaml_values_keep_the_defaults_and_names_are_case_insensitive(tmp_
     f.write_text("kafka:\n  bootstrap: b:1\n  security_protocol: ssl\n  ssl_check_hostname: ~\n  compression: GZIP\n"
                  "hop_s:\n")
     cfg = load_config(f)
-    assert cfg.kafka_ssl_check_hostname is True and cfg.hop_s == Config().hop_s     # not None: TLS stays checked
-    assert (cfg.kafka_security_protocol, cfg.kafka_compression) == ("SSL", "gzip")
+    assert cfg.kafka.ssl_check_hostname is True and cfg.grid.hop_s == Config().grid.hop_s  # not None: TLS stays checked
+    assert (cfg.kafka.security_protocol, cfg.kafka.compression) == ("SSL", "gzip")
 
 
 def test_tls_files_are_read_where_the_run_starts(tmp_path):

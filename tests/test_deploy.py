@@ -100,7 +100,7 @@ def test_every_avgrid_command_line_and_config_file_parses(tmp_path):
             (tmp_path / path.name).write_text(configs[path.name])
             argv[i] = str(tmp_path / path.name)
         cfg = config_from_args(build_parser().parse_args(argv))
-        assert cfg.out == "/out" and cfg.ray_address == "avgrid-head-svc:6379", shlex.join(argv)
+        assert cfg.outputs.out == "/out" and cfg.runtime.ray_address == "avgrid-head-svc:6379", shlex.join(argv)
 
 
 def test_what_the_drivers_hand_to_ray_is_mounted_at_the_same_path_in_every_ray_pod():

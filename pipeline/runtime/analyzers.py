@@ -273,7 +273,7 @@ def build_analyzer(*, profile: str, grid: GridConfig, bundle: str | None = None,
                    max_segment_s: float = 10.0):
     """The analyzer for ``profile``; raises with a clear message when its models are not available.
 
-    ``zones``: per stream id or glob, the zones and lines to count people in (``Config.zones``).
+    ``zones``: per stream id or glob, the zones and lines to count people in (``Config.operators.zones``).
     ``max_segment_s``: the longest record (descriptions are cut there too).
 
     standard: ``action_model`` is a registered Kinetics-400 classifier, ``action_weights`` its weights

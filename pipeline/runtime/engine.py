@@ -115,9 +115,9 @@ def choose_executor(cfg: Config, specs: list[InputSpec], live: bool) -> str:
     auto picks local only where Ray buys nothing worth its start: an archive run of local files
     totalling at most ``local_max_mb``, with no cluster to join and no Ray already running in this
     process (a notebook or a test session that started one gets it reused)."""
-    if live or cfg.ray_address or cfg.executor == "ray":
+    if live or cfg.runtime.ray_address or cfg.runtime.executor == "ray":
         return "ray"
-    if cfg.executor == "local":
+    if cfg.runtime.executor == "local":
         return "local"
     if _ray_running():
         return "ray"
@@ -126,7 +126,7 @@ def choose_executor(cfg: Config, specs: list[InputSpec], live: bool) -> str:
         if not os.path.isfile(s.url):
             return "ray"
         total += os.path.getsize(s.url)
-    return "local" if total <= cfg.local_max_mb * 1e6 else "ray"
+    return "local" if total <= cfg.runtime.local_max_mb * 1e6 else "ray"
 
 
 class Engine:
@@ -178,7 +178,7 @@ class Engine:
             # shown and named as given: a ${VAR} stays a ${VAR} in the summary and the records' stream id
             specs.append(InputSpec(url=expand_env(url), name=name or stream_id_for(url), live=None,
                                    display=redact(arg)))
-        return self._execute(specs, [], live=True, duration=duration or self.cfg.duration, stop=stop)
+        return self._execute(specs, [], live=True, duration=duration or self.cfg.live.duration, stop=stop)
 
     # -- the loop ------------------------------------------------------------------
     def _execute(self, specs: list[InputSpec], pre: list[InputResult], *, live: bool,
@@ -204,7 +204,7 @@ class Engine:
     def _executor(self, name: str):
         self.executor_name = name
         if name == "local":
-            ex = LocalExecutor(self.cfg.num_cpus)
+            ex = LocalExecutor(self.cfg.runtime.num_cpus)
             try:
                 yield ex
             finally:
@@ -212,7 +212,7 @@ class Engine:
             return
         from pipeline.runtime.cluster import ray_session
 
-        with ray_session(self.cfg.ray_address, self.cfg.num_cpus) as ray:
+        with ray_session(self.cfg.runtime.ray_address, self.cfg.runtime.num_cpus) as ray:
             yield RayExecutor(ray)
 
     def _notify(self, hook: str, *args) -> None:
@@ -238,19 +238,21 @@ class _Loop:
         self.runs: list[StreamRun] = []
         self.stopping_at: float | None = None
         cpus, gpus = ex.resources()
-        n_ops = self.cfg.operator_actors or max(1, int(cpus) // 2)
-        self.sched = Scheduler(BatchPolicy.from_config(self.cfg), n_ops, live=live, max_inflight=self.cfg.max_inflight,
-                               readahead_cells=self.cfg.readahead_cells)
+        n_ops = self.cfg.runtime.operator_actors or max(1, int(cpus) // 2)
+        self.sched = Scheduler(BatchPolicy.from_config(self.cfg), n_ops, live=live,
+                               max_inflight=self.cfg.runtime.max_inflight,
+                               readahead_cells=self.cfg.archive.readahead_cells)
         tag = engine.run_id if engine.name_actors else None
-        profile = {"profile": self.cfg.profile, "bundle": self.cfg.bundle, "grid": self.cfg.grid,
+        ops = self.cfg.operators
+        profile = {"profile": ops.profile, "bundle": ops.bundle, "grid": self.cfg.grid_config,
                    "device": "cuda" if gpus else "cpu", "factory": engine.analyzer,
-                   "action_model": self.cfg.action_model, "action_weights": self.cfg.action_weights,
-                   "max_segment_s": self.cfg.max_segment_s}
-        profile["zones"] = self.cfg.zones       # per-stream zones reach the operator actors with the profile
-        self.pool = [ex.actor(actors.OperatorWorker, "operator", (profile, self.cfg.torch_threads),
+                   "action_model": ops.action_model, "action_weights": ops.action_weights,
+                   "max_segment_s": self.cfg.outputs.max_segment_s}
+        profile["zones"] = ops.zones       # per-stream zones reach the operator actors with the profile
+        self.pool = [ex.actor(actors.OperatorWorker, "operator", (profile, self.cfg.runtime.torch_threads),
                               num_cpus=min(1.0, cpus / n_ops), num_gpus=(gpus / n_ops if gpus else 0.0),
                               name=f"avgrid-{tag}-operator-{i}" if tag else None) for i in range(n_ops)]
-        self.sink = ex.actor(actors.SinkWorker, "sink", (self.cfg.out, engine.run_id, kafka),
+        self.sink = ex.actor(actors.SinkWorker, "sink", (self.cfg.outputs.out, engine.run_id, kafka),
                              name=f"avgrid-{tag}-sink" if tag else None)
         self.idle_sources: list = []      # archive: source actors whose last file ended cleanly
         self.probes: dict[int, tuple[float, float]] = {}   # operator actor -> (down since, next probe at)
@@ -270,7 +272,7 @@ class _Loop:
         # while the operator actors still load their models (seconds of imports on a small machine).
         # An analyzer factory that works on the configured grid says so with `keeps_grid = True`
         keeps = engine.analyzer is None or getattr(engine.analyzer, "keeps_grid", False)
-        self.grid = self.cfg.grid if self.cfg.profile != "bundle" and keeps else None
+        self.grid = self.cfg.grid_config if self.cfg.operators.profile != "bundle" and keeps else None
         if self.grid is None:
             self._operators_ready()
 
@@ -286,14 +288,15 @@ class _Loop:
             try:
                 described.append(self.ex.get(f))
             except (ActorDied, CallFailed) as e:
-                raise ConfigError(f"profile {self.cfg.profile}: the operator process did not start: {e}") from None
+                raise ConfigError(f"profile {self.cfg.operators.profile}: the operator process did not start: "
+                                  f"{e}") from None
         for d in described:
             if d.error:
                 from pipeline.preflight import profile_error
 
                 raise ConfigError(profile_error(self.cfg, d.error))
         self.e.models = list(described[0].models)
-        self.grid = self.grid or described[0].grid or self.cfg.grid
+        self.grid = self.grid or described[0].grid or self.cfg.grid_config
         log.debug("%d operator actors ready: %s", len(described), ", ".join(self.e.models))
 
     # stream lifecycle ------------------------------------------------------------
@@ -305,9 +308,9 @@ class _Loop:
         content = None
         if spec.commit_key is not None:
             # skip only what the same content and settings made (pipeline/fingerprint.py)
-            content = fingerprint.content_of(spec.url, full_hash=self.cfg.full_hash)
+            content = fingerprint.content_of(spec.url, full_hash=self.cfg.archive.full_hash)
             marker = self.committed.get(spec.commit_key)
-            decision = fingerprint.decide(marker, content, lambda: self._settings(spec), force=self.cfg.force,
+            decision = fingerprint.decide(marker, content, lambda: self._settings(spec), force=self.cfg.archive.force,
                                           delivered_to=fingerprint.destinations(self.cfg))
             result.reason = decision.reason
             if decision.reason:
@@ -352,8 +355,8 @@ class _Loop:
         if spec.media_origin is not None:
             options["media_origin"] = spec.media_origin
         if self.live:       # a camera down at start is retried like one that drops later (None: for ever)
-            options.setdefault("start_timeout_s", self.cfg.start_timeout_s)
-        args = dict(name=spec.name, live=spec.live, capacity_cells=self.cfg.max_inflight, options=options)
+            options.setdefault("start_timeout_s", self.cfg.live.start_timeout_s)
+        args = dict(name=spec.name, live=spec.live, capacity_cells=self.cfg.runtime.max_inflight, options=options)
         run.reused = bool(self.idle_sources) and not fresh
         if run.reused:
             run.actor = self.idle_sources.pop()
@@ -362,7 +365,7 @@ class _Loop:
         else:
             run.actor = self.ex.actor(SourceWorker, "source", (spec.url, self.grid),
                                       dict(gen=run.gen, nice=0 if self.live else ARCHIVE_DECODE_NICE,
-                                           thumbnail_s=self.cfg.thumbnail_interval_s or None, **args),
+                                           thumbnail_s=self.cfg.outputs.thumbnail_interval_s or None, **args),
                                       live=self.live)
 
     def _fail(self, run: StreamRun, reason: str) -> None:
@@ -461,7 +464,8 @@ class _Loop:
                 from pipeline import fingerprint
 
                 d = fingerprint.decide(self.committed[spec.commit_key], fingerprint.content_of(spec.url,
-                                       full_hash=self.cfg.full_hash), lambda: self._settings(spec), force=self.cfg.force,
+                                       full_hash=self.cfg.archive.full_hash), lambda: self._settings(spec),
+                                       force=self.cfg.archive.force,
                                        delivered_to=fingerprint.destinations(self.cfg))
                 if d.skip:
                     result.status, result.reason = "skipped", d.reason
@@ -479,7 +483,8 @@ class _Loop:
         backlog = sum(r.queued_cells + len(r.op_cells) for r in unfinished if r.source_done)
         # annotated files waiting for their commit: a slow sink holds back new files too
         committing = sum(r.source_done and not r.queue and not r.op_cells for r in unfinished)
-        return decoding < cfg.concurrency and backlog < cfg.readahead_cells and committing < cfg.concurrency
+        arc = cfg.archive
+        return decoding < arc.concurrency and backlog < arc.readahead_cells and committing < arc.concurrency
 
     def _stop(self, now: float) -> None:
         self.stopping_at = now
@@ -552,7 +557,8 @@ class _Loop:
             r.info = p.info
             r.result.stream_id = p.info.stream_id
             r.result.duration_s = p.info.duration_s
-            r.builder = RecordBuilder(p.info.stream_id, max(1, int(round(self.cfg.max_segment_s / self.grid.hop_s))))
+            r.builder = RecordBuilder(p.info.stream_id,
+                                      max(1, int(round(self.cfg.outputs.max_segment_s / self.grid.hop_s))))
             if r.state is StreamState.OPENING:
                 r.move(StreamState.RUNNING)
             self.e._notify("stream_started", r)
@@ -793,7 +799,7 @@ class _Loop:
         known = {k: facts.get(k) for k in ("t0_s", "media_origin", "media_origin_from", "video_codec", "width",
                                            "height", "fps", "audio_codec", "sample_rate_hz", "channels")}
         if settings is None:
-            settings = settings_fingerprint(self.cfg, grid=self.grid or self.cfg.grid, models=self.e.models,
+            settings = settings_fingerprint(self.cfg, grid=self.grid or self.cfg.grid_config, models=self.e.models,
                                             media_origin=run.spec.media_origin if run is not None else None)
         status = result.status if result.status in ("ok", "failed", "skipped") else "failed"
         row = StreamRecord.make(
@@ -862,7 +868,7 @@ class _Loop:
                 lost = st.get("dead_lettered", 0) + st.get("dropped", 0)
                 if lost:
                     where = redact(self.kafka.bootstrap) if name == "KafkaSink" and self.kafka else name
-                    path = f" in {self.cfg.out}/_deadletter/" if st.get("dead_lettered") else ""
+                    path = f" in {self.cfg.outputs.out}/_deadletter/" if st.get("dead_lettered") else ""
                     self.notes.append(f"{'kafka ' + where if name == 'KafkaSink' else where}: "
                                       f"{st.get('dead_lettered', 0)} records dead-lettered{path}, "
                                       f"{st.get('dropped', 0)} dropped")

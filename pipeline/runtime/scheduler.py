@@ -54,8 +54,8 @@ class BatchPolicy:
 
     @classmethod
     def from_config(cls, cfg) -> "BatchPolicy":
-        return cls(chunk_cells=max(1, cfg.chunk_cells), max_batch=max(1, cfg.max_batch),
-                   max_wait_s=cfg.max_wait_ms / 1000.0)
+        return cls(chunk_cells=max(1, cfg.runtime.chunk_cells), max_batch=max(1, cfg.runtime.max_batch),
+                   max_wait_s=cfg.runtime.max_wait_ms / 1000.0)
 
 
 @dataclass

@@ -50,7 +50,7 @@ def walk_clip(tmp_path_factory):
 
 
 def test_people_zones_and_lines_become_records(walk_clip):
-    zones = load_config(None, {"zones": _yaml(walk_clip.parent / "z.yaml", ZONES)}).zones
+    zones = load_config(None, {"zones": _yaml(walk_clip.parent / "z.yaml", ZONES)}).operators.zones
     recs = records(walk_clip, "walk-1", zones)
     events = [r for r in recs if r.kind == "event"]
     crossings = [r for r in events if r.label == "line_crossing"]
@@ -86,7 +86,7 @@ def test_entering_and_leaving_are_actions_of_the_track(tmp_path):
 
 
 def test_a_stream_without_zones_gets_none(walk_clip):
-    zones = load_config(None, {"zones": _yaml(walk_clip.parent / "z2.yaml", ZONES)}).zones
+    zones = load_config(None, {"zones": _yaml(walk_clip.parent / "z2.yaml", ZONES)}).operators.zones
     recs = records(walk_clip, "street-2", zones)                 # "walk*" does not match this stream
     assert not [r for r in recs if r.kind == "event" and r.label in ("line_crossing", "zone_occupancy")]
     assert [r for r in recs if r.kind == "event" and r.label == "person"]

@@ -74,7 +74,7 @@ def test_the_driver_never_deserialises_a_frame_or_audio_array(clips, tmp_path, r
     assert summary.exit_code == 0, summary.table()
     cells = sum(r.cells for r in summary.inputs)
     assert cells == 10
-    grid = cfg.grid
+    grid = cfg.grid_config
     media_bytes = cells * (grid.frames_per_cell * grid.frame_height * grid.frame_width * 3 + grid.samples_per_cell * 4)
     # what the driver unpickled: metadata, observations, replies; no frames (4 x 224 x 224 x 3) or audio (16000)
     assert seen["largest_array"] <= grid.frames_per_cell, seen
@@ -151,18 +151,18 @@ def test_auto_runs_small_local_archives_without_ray(clips, tmp_path, monkeypatch
     files = [InputSpec(url=c, live=False) for c in clips]
     cfg = load_config()
     assert choose_executor(cfg, files, live=False) == "local"
-    assert choose_executor(cfg.replace(local_max_mb=0.001), files, live=False) == "ray"      # too big
+    assert choose_executor(cfg.with_options(local_max_mb=0.001), files, live=False) == "ray"      # too big
     assert choose_executor(cfg, files + [InputSpec(url="http://127.0.0.1:1/x.mp4")], live=False) == "ray"
     assert choose_executor(cfg, files, live=True) == "ray"                                  # live: restarts
-    assert choose_executor(cfg.replace(ray_address="127.0.0.1:6379"), files, live=False) == "ray"
-    assert choose_executor(cfg.replace(executor="ray"), files, live=False) == "ray"
+    assert choose_executor(cfg.with_options(ray_address="127.0.0.1:6379"), files, live=False) == "ray"
+    assert choose_executor(cfg.with_options(executor="ray"), files, live=False) == "ray"
     monkeypatch.setattr(engine, "_ray_running", lambda: True)                # reuse the Ray that runs here
     assert choose_executor(cfg, files, live=False) == "ray"
-    assert choose_executor(cfg.replace(executor="local"), files, live=False) == "local"
+    assert choose_executor(cfg.with_options(executor="local"), files, live=False) == "local"
 
 
 def test_sources_send_a_small_thumbnail_of_the_stream_now_and_then(clips):
-    grid = load_config().grid
+    grid = load_config().grid_config
     w = SourceWorker(clips[0], grid, gen=1, capacity_cells=2, thumbnail_s=3600.0)
     thumbs = []
     for _ in range(50):

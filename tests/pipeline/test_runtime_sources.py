@@ -94,7 +94,7 @@ def test_an_idle_source_process_that_died_is_replaced(clips, tmp_path, ray_local
     from pipeline.runtime.engine import _Loop
 
     cfg = load_config(overrides={"out": str(tmp_path / "o"), "concurrency": 1})
-    dead = actors.remote(actors.SourceWorker, kind="source").remote(clips[0].path, cfg.grid, gen=0)
+    dead = actors.remote(actors.SourceWorker, kind="source").remote(clips[0].path, cfg.grid_config, gen=0)
     assert ray_local.get(dead.pull.remote(8, 5.0, 0)).items
     ray_local.kill(dead, no_restart=True)
     loop = _Loop(Engine(cfg), ray_local, live=False)
