@@ -20,8 +20,8 @@ from pipeline.grid import Cell, Gap
 from pipeline.redact import redact
 from pipeline.sources import SourceOptions, open_source
 from pipeline.sources.relay import cli_input_protocols
+from tests.live import FAST, GRID, check_contiguous, event_cells, read_across_restart
 from tests.media import MediaSpec, make_media
-from tests.pipeline.test_sources_live import FAST, GRID, check_contiguous, event_cells, read_across_restart
 from tests.servers import free_port, release_port, srt_sender
 
 SECRET = "srt-s3cr3t-passphrase"
