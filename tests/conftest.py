@@ -36,3 +36,19 @@ def ray_local():
 
     with ray_session(num_cpus=2) as ray:
         yield ray
+
+
+@pytest.fixture(scope="module")
+def own_broker():
+    """A Kafka broker of the test module's own (:class:`tests.brokers.OwnBroker`, started): for tests
+    that kill, freeze or restart it. ``own_broker.bootstrap`` is its address."""
+    from tests.brokers import OwnBroker, have_kafka_jars
+
+    if not have_kafka_jars() and not os.environ.get("CI"):
+        pytest.skip("Kafka jars not fetched (make kafka-up)")
+    broker = OwnBroker()
+    broker.up()
+    try:
+        yield broker
+    finally:
+        broker.down()

@@ -1,7 +1,8 @@
 """Real servers for source tests (and the runtime's tests): RTSP, silent TCP, UDP MPEG-TS, HLS.
 
 Every helper is a context manager that yields an object with a ``url``; leaving the block stops
-everything it started. Ports come from 18500-18599 (:func:`free_port`), SRT's from 18700-18749.
+everything it started. Servers run here bind port 0 and read back the port the kernel gave them;
+the ffmpeg and GStreamer children get one the kernel handed out just before (:func:`free_port`).
 
     from tests.servers import rtsp_server, rtmp_server, silent_tcp_server, udp_ts_sender, udp_ts_replay, hls_server
 
@@ -36,7 +37,6 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import random
 import shutil
 import signal
 import socket
@@ -46,56 +46,67 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-PORTS = range(18500, 18600)
 SYSTEM_PYTHON = "/usr/bin/python3"
 _taken: set[int] = set()
 _lock = threading.Lock()
 
 
-def free_port(ports: range = PORTS) -> int:
-    """A port in ``ports`` (default 18500-18599) that is free for both TCP and UDP on 127.0.0.1 now.
+def _ephemeral(kind: int = socket.SOCK_STREAM) -> int:
+    """A port the kernel picks from its ephemeral range (bind port 0 on 127.0.0.1 and read it back)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    Tried in random order, so test processes running side by side rarely race for the same one."""
+
+def _bindable(port: int, kinds=(socket.SOCK_STREAM, socket.SOCK_DGRAM)) -> bool:
+    try:
+        for kind in kinds:
+            with socket.socket(socket.AF_INET, kind) as s:
+                s.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
+def free_port() -> int:
+    """A port the kernel hands out as free (bind port 0, read it back) that is free for both TCP and UDP
+    on 127.0.0.1 now, for a server that cannot be asked to pick its own (an ffmpeg or GStreamer child,
+    a ``--metrics-port`` flag). Servers this module runs itself bind port 0 directly instead.
+
+    Kept in a set until :func:`release_port`, so one test process never hands the same port out twice."""
     with _lock:
-        for port in random.sample(ports, len(ports)):
-            if port in _taken:
-                continue
-            try:
-                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                    with socket.socket(socket.AF_INET, kind) as s:
-                        s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            _taken.add(port)
-            return port
-    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
+        for _ in range(100):
+            port = _ephemeral()
+            if port not in _taken and _bindable(port):
+                _taken.add(port)
+                return port
+    raise RuntimeError("the kernel handed out no port free for both TCP and UDP in 100 tries")
 
 
-def free_port_pair(ports: range = range(19600, 19700)) -> int:
-    """An even port p in ``ports`` with p and p + 1 free for TCP on 127.0.0.1 now (a Kafka broker and
-    its KRaft controller, ``deploy/kafka/kafka.sh`` with AVGRID_KAFKA_PORT=p)."""
+def free_port_block(n: int = 2) -> int:
+    """A port p with p .. p + n - 1 all free for TCP on 127.0.0.1 now; p comes from the kernel (bind
+    port 0). For servers that take a base port and count up from it: a Kafka broker and its KRaft
+    controller (``deploy/kafka/kafka.sh`` with AVGRID_KAFKA_PORT=p, n=2), the 3-node cluster (n=6)."""
     with _lock:
-        for port in random.sample(range(ports.start + ports.start % 2, ports.stop - 1, 2), len(ports) // 2 - 1):
-            if port in _taken or port + 1 in _taken:
-                continue
-            try:
-                for p in (port, port + 1):
-                    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                        s.bind(("127.0.0.1", p))
-            except OSError:
-                continue
-            _taken.update((port, port + 1))
-            return port
-    raise RuntimeError(f"no free pair of ports in {ports.start}-{ports.stop - 1}")
+        for _ in range(100):
+            port = _ephemeral()
+            block = set(range(port, port + n))
+            if port + n <= 65536 and not block & _taken and \
+                    all(_bindable(p, (socket.SOCK_STREAM,)) for p in range(port + 1, port + n)):
+                _taken.update(block)
+                return port
+    raise RuntimeError(f"the kernel handed out no port p with p .. p + {n - 1} free in 100 tries")
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports from :func:`free_port` (e.g. a broker's listeners)."""
+    return [free_port() for _ in range(n)]
 
 
 def release_port(port: int) -> None:
     """Give a port from :func:`free_port` back (servers here do it themselves when they stop)."""
     with _lock:
         _taken.discard(port)
-
-
-_release_port = release_port
 
 
 @functools.cache
@@ -160,15 +171,14 @@ class UdpLaggyLink:
 
     def __init__(self, target_port: int, delay_s: float, lag_for_s: float, port: int | None = None):
         self.target, self.delay_s, self.lag_for_s = target_port, delay_s, lag_for_s
-        self.port = port or free_port()
-        self.url_in = f"udp://127.0.0.1:{self.port}"
         self._rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            self._rx.bind(("127.0.0.1", self.port))
+            self._rx.bind(("127.0.0.1", port or 0))
         except OSError:
             self._rx.close()
-            release_port(self.port)
             raise
+        self.port = self._rx.getsockname()[1]
+        self.url_in = f"udp://127.0.0.1:{self.port}"
         self._rx.settimeout(0.05)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -194,7 +204,6 @@ class UdpLaggyLink:
         self._stop.set()
         self._thread.join()
         self._rx.close()
-        _release_port(self.port)
 
 
 @contextmanager
@@ -283,20 +292,19 @@ def rtsp_server(media: str | None = None, port: int | None = None, mount: str = 
         yield srv
     finally:
         srv.kill()
-        _release_port(srv.port)
+        release_port(srv.port)
 
 
 # -- a server that accepts and then says nothing ---------------------------------------------------
 
 class SilentTcpServer:
     def __init__(self, scheme: str = "rtsp"):
-        self.port = free_port()
-        self.url = f"{scheme}://127.0.0.1:{self.port}/silent"
         self.connections = 0
         self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", self.port))
+        self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(8)
+        self.port = self._sock.getsockname()[1]
+        self.url = f"{scheme}://127.0.0.1:{self.port}/silent"
         self._held: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -323,7 +331,6 @@ def silent_tcp_server(scheme: str = "rtsp"):
         yield srv
     finally:
         srv.close()
-        _release_port(srv.port)
 
 
 # -- UDP MPEG-TS -------------------------------------------------------------------------------------
@@ -357,10 +364,7 @@ def udp_ts_sender(media: str, port: int | None = None, readrate: float = 1.0):
         yield snd
     finally:
         snd.stop()
-        _release_port(snd.port)
-
-
-SRT_PORTS = range(18700, 18750)
+        release_port(snd.port)
 
 
 class SrtSender:
@@ -373,7 +377,7 @@ class SrtSender:
 
     def __init__(self, media: str, port: int | None = None, passphrase: str | None = None, listener: bool = True):
         self.media, self.passphrase, self.listener = media, passphrase, listener
-        self.port = port or free_port(SRT_PORTS)
+        self.port = port or free_port()
         secret = f"&passphrase={passphrase}" if passphrase else ""
         ours, theirs = ("listener", "caller") if listener else ("caller", "listener")
         self._send_url = f"srt://127.0.0.1:{self.port}?mode={ours}{secret}"
@@ -400,7 +404,7 @@ def srt_sender(media: str, port: int | None = None, passphrase: str | None = Non
         yield snd
     finally:
         snd.stop()
-        _release_port(snd.port)
+        release_port(snd.port)
 
 
 class RtmpServer:
@@ -424,7 +428,7 @@ def rtmp_server(media: str, port: int | None = None):
         yield srv
     finally:
         _stop(srv.proc, signal.SIGKILL)
-        _release_port(srv.port)
+        release_port(srv.port)
 
 
 class UdpTsReplay:
@@ -469,7 +473,7 @@ def udp_ts_replay(media: str, duration_s: float, port: int | None = None):
         yield snd
     finally:
         snd.stop()
-        _release_port(snd.port)
+        release_port(snd.port)
 
 
 # -- HLS over local HTTP ------------------------------------------------------------------------------
@@ -485,11 +489,11 @@ class HlsServer:
 
     def __init__(self, media: str, directory: str, port: int | None = None):
         self.media, self.dir = media, Path(directory)
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}/live.m3u8"
         self.proc: subprocess.Popen | None = None
         handler = functools.partial(_QuietHandler, directory=str(self.dir))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port or 0), handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/live.m3u8"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def start(self, wait_segments: int = 2) -> None:
@@ -514,15 +518,14 @@ class HlsServer:
 @contextmanager
 def static_http_server(directory: str, port: int | None = None):
     """Serves ``directory`` over HTTP on 127.0.0.1; yields the base URL (no trailing slash)."""
-    port = port or free_port()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(_QuietHandler, directory=str(directory)))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port or 0),
+                                            functools.partial(_QuietHandler, directory=str(directory)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
-        _release_port(port)
 
 
 @contextmanager
@@ -536,4 +539,3 @@ def hls_server(media: str, directory: str | None = None, port: int | None = None
             yield srv
         finally:
             srv.close()
-            _release_port(srv.port)

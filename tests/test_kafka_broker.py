@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from tests.servers import free_port_block
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
 
@@ -48,15 +50,16 @@ def _java_pids_for(state: Path) -> list[int]:
 def test_kafka_up_is_idempotent_and_down_leaves_nothing(tmp_path):
     """`kafka-up` twice is safe (same broker, same address); `kafka-down` leaves no java process of ours."""
     state = tmp_path / "broker"
-    env = dict(os.environ, AVGRID_KAFKA_PORT="18492", AVGRID_KAFKA_STATE=str(state))
+    port = free_port_block(2)                          # the broker's and its KRaft controller's
+    env = dict(os.environ, AVGRID_KAFKA_PORT=str(port), AVGRID_KAFKA_STATE=str(state))
     try:
         first = subprocess.run([str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=180)
         assert first.returncode == 0, first.stderr
-        assert first.stdout.strip() == "127.0.0.1:18492"
+        assert first.stdout.strip() == f"127.0.0.1:{port}"
         pid = int((state / "broker.pid").read_text())
         second = subprocess.run([str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=120)
         assert second.returncode == 0, second.stderr
-        assert second.stdout.strip() == "127.0.0.1:18492"
+        assert second.stdout.strip() == f"127.0.0.1:{port}"
         assert int((state / "broker.pid").read_text()) == pid, "second `up` must reuse the running broker"
         assert _java_pids_for(state) == [pid]
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import reliability as R
-from tests.servers import have_ffmpeg_cli
+from tests.servers import free_port_block, have_ffmpeg_cli
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not have_ffmpeg_cli(), reason="needs the ffmpeg CLI")]
@@ -35,7 +35,7 @@ def clips(work):
 def cluster():
     if not (REPO / "deploy" / "kafka" / "lib" / ".complete").exists() and not os.environ.get("CI"):
         pytest.skip("Kafka jars not fetched (make kafka-up)")
-    c = R.Cluster(port=19492)
+    c = R.Cluster(port=free_port_block(6))      # nodes 1-3 on port .. port + 2, their controllers on + 3 .. + 5
     c.up()
     try:
         yield c

@@ -1,16 +1,14 @@
 """Broker SIGKILLed and restarted under a running sink: nothing acknowledged or queued is lost.
 
-Uses its own broker (port 19192, deploy/kafka/kafka.sh with a separate state directory), never the
-shared one. Takes about a minute: a KRaft broker recovering from SIGKILL needs ~30 s to come back.
+Uses its own broker (the ``own_broker`` fixture: free ports, deploy/kafka/kafka.sh with a separate state
+directory), never the shared one. Takes about a minute: a KRaft broker recovering from SIGKILL needs
+~30 s to come back.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pytest
 
@@ -20,35 +18,12 @@ from tests.pipeline.test_kafka_sink import consume
 from tests.pipeline.test_records import sample_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[2]
-PORT = 19192
-ENV = {**os.environ, "AVGRID_KAFKA_PORT": str(PORT), "AVGRID_KAFKA_STATE": f"/tmp/avgrid-kafka-test-{PORT}",
-       "AVGRID_PYTHON": str(REPO / ".venv" / "bin" / "python")}
-
-
-def broker(cmd: str) -> str:
-    out = subprocess.run([str(REPO / "deploy" / "kafka" / "kafka.sh"), cmd], env=ENV, capture_output=True,
-                         text=True, timeout=180)
-    if out.returncode != 0:
-        raise RuntimeError(f"kafka.sh {cmd} failed: {out.stderr[-2000:]}")
-    return out.stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def own_broker():
-    if not (REPO / "deploy" / "kafka" / "lib" / ".complete").exists() and not os.environ.get("CI"):
-        pytest.skip("Kafka jars not fetched (make kafka-up)")
-    bootstrap = broker("up")
-    try:
-        yield bootstrap
-    finally:
-        broker("down")
 
 
 @pytest.mark.timeout(300)
 def test_broker_killed_mid_run_every_record_arrives(own_broker, tmp_path):
     def connect(prefix, **kw):
-        return KafkaSink.connect(KafkaConfig(own_broker, prefix=prefix, dead_letter_dir=str(tmp_path),
+        return KafkaSink.connect(KafkaConfig(own_broker.bootstrap, prefix=prefix, dead_letter_dir=str(tmp_path),
                                              delivery_timeout_s=180, **kw))
 
     archive = connect("archive", run_id="archive")
@@ -63,7 +38,7 @@ def test_broker_killed_mid_run_every_record_arrives(own_broker, tmp_path):
     bounded.write(first[:10])
     bounded.flush()
 
-    broker("kill")                                      # SIGKILL: no clean shutdown
+    own_broker.kill()                                   # SIGKILL: no clean shutdown
     archive.write(during)                               # buffered: within its bound, no waiting
     assert archive.stats.dead_lettered == 0
     live.write([r for r in during if r.kind == "event"])   # 100 records, room for 20
@@ -74,7 +49,7 @@ def test_broker_killed_mid_run_every_record_arrives(own_broker, tmp_path):
     blocked.start()
     blocked.join(timeout=3.0)
     assert blocked.is_alive() and bounded.pending == 20      # waiting for the broker, not dropping
-    broker("up")                                        # same data directory
+    own_broker.up()                                     # same data directory
     archive.write(after)
     archive.close()
     live.close()
@@ -85,7 +60,7 @@ def test_broker_killed_mid_run_every_record_arrives(own_broker, tmp_path):
 
     assert archive.stats.dead_lettered == live.stats.dead_lettered == bounded.stats.dead_lettered == 0
     assert archive.stats.written == Counter(event=300, action=300)
-    msgs = consume(own_broker, ["archive.event", "archive.action"], len(records), settle_s=2.0)
+    msgs = consume(own_broker.bootstrap, ["archive.event", "archive.action"], len(records), settle_s=2.0)
     assert {m.value for m in msgs} == {to_json(r) for r in records}       # every record arrived
     by_id = defaultdict(set)
     for m in msgs:
@@ -94,6 +69,6 @@ def test_broker_killed_mid_run_every_record_arrives(own_broker, tmp_path):
     assert len(by_id) == len(records) and all(len(values) == 1 for values in by_id.values())
 
     kept = [r for r in first if r.kind == "event"][:10] + [r for r in during if r.kind == "event"][:20]
-    live_msgs = consume(own_broker, ["live.event"], 30, settle_s=2.0)
+    live_msgs = consume(own_broker.bootstrap, ["live.event"], 30, settle_s=2.0)
     assert live.stats.written["event"] == 30
     assert {m.value for m in live_msgs} == {to_json(r) for r in kept}

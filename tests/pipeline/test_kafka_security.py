@@ -1,7 +1,7 @@
 """SASL and SSL pass-through against a real broker that requires them (PLAIN, SCRAM-SHA-512, TLS).
 
-Starts its own single-node KRaft broker from deploy/kafka/lib with a SASL_PLAINTEXT listener on
-port 19292 and an SSL listener on 19295 (certificates made with the openssl CLI; the shared broker
+Starts its own single-node KRaft broker from deploy/kafka/lib with a SASL_PLAINTEXT listener and an
+SSL listener on ports the kernel hands out (certificates made with the openssl CLI; the shared broker
 has neither). Every log line at DEBUG is checked for the passwords.
 """
 
@@ -24,11 +24,12 @@ from pipeline.records import from_json
 from pipeline.sinks import KafkaConfig, KafkaSink
 from tests.pipeline.test_kafka_sink import consume
 from tests.pipeline.test_records import sample_records
+from tests.servers import free_ports
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 LIB = REPO / "deploy" / "kafka" / "lib"
-PORT, CONTROLLER_PORT, INTERNAL_PORT, SSL_PORT = 19292, 19293, 19294, 19295
+PORT, CONTROLLER_PORT, INTERNAL_PORT, SSL_PORT = free_ports(4)
 PLAIN_PASSWORD = "plain-" + uuid.uuid4().hex
 SCRAM_PASSWORD = "scram-" + uuid.uuid4().hex
 BOOTSTRAP = f"127.0.0.1:{PORT}"

@@ -11,9 +11,7 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,45 +21,9 @@ from pipeline.records import KINDS, from_json
 from pipeline.sinks import KafkaConfig, KafkaSink
 from tests.pipeline.test_kafka_sink import consume, unique_prefix
 from tests.pipeline.test_records import sample_records
-from tests.servers import free_port_pair
 
 pytestmark = [pytest.mark.kafka]
-REPO = Path(__file__).resolve().parents[2]
-PORT = free_port_pair()
-STATE = f"/tmp/avgrid-kafka-test-{PORT}"
-ENV = {**os.environ, "AVGRID_KAFKA_PORT": str(PORT), "AVGRID_KAFKA_STATE": STATE,
-       "AVGRID_PYTHON": str(REPO / ".venv" / "bin" / "python")}
 DELIVERY_S = 4.0            # kafka-python's delivery timeout in these tests; avgrid's deadline is 5 s more
-
-
-def broker(cmd: str) -> str:
-    out = subprocess.run([str(REPO / "deploy" / "kafka" / "kafka.sh"), cmd], env=ENV, capture_output=True,
-                         text=True, timeout=180)
-    if out.returncode != 0:
-        raise RuntimeError(f"kafka.sh {cmd} failed: {out.stderr[-2000:]}")
-    return out.stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def own_broker():
-    if not (REPO / "deploy" / "kafka" / "lib" / ".complete").exists() and not os.environ.get("CI"):
-        pytest.skip("Kafka jars not fetched (make kafka-up)")
-    bootstrap = broker("up")
-    try:
-        yield bootstrap
-    finally:
-        broker("down")
-
-
-@contextmanager
-def frozen():
-    """The broker SIGSTOPped: its sockets stay open and accept connections, nothing is answered."""
-    pid = int(Path(STATE, "broker.pid").read_text())
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 def dead_lettered(path: Path) -> list[dict]:
@@ -70,14 +32,14 @@ def dead_lettered(path: Path) -> list[dict]:
 
 def test_a_frozen_broker_costs_one_deadline_and_every_record_lands_somewhere(own_broker, tmp_path):
     prefix = unique_prefix()
-    cfg = KafkaConfig(own_broker, prefix=prefix, dead_letter_dir=str(tmp_path), run_id="stall",
+    cfg = KafkaConfig(own_broker.bootstrap, prefix=prefix, dead_letter_dir=str(tmp_path), run_id="stall",
                       delivery_timeout_s=DELIVERY_S, request_timeout_s=2.0)
     sink = KafkaSink.connect(cfg)
     a, b, c, d = (sample_records(s, 10) for s in ("a", "b", "c", "d"))
     sink.write(a)
     sink.commit_input("a")
     assert sink.health().up
-    with frozen():
+    with own_broker.frozen():
         sink.write(b)
         t0 = time.monotonic()
         with pytest.raises(SinkError) as err:
@@ -92,7 +54,7 @@ def test_a_frozen_broker_costs_one_deadline_and_every_record_lands_somewhere(own
     # b waits one deadline at most; c, sent while nothing had answered for a deadline, a moment more
     assert waited_b <= cfg.ack_deadline_s + 1.0, waited_b
     assert waited_b + waited_c <= cfg.ack_deadline_s + cfg.unreachable_wait_s + 1.0, (waited_b, waited_c)
-    assert f"kafka 127.0.0.1:{PORT}" in str(err.value) and "40 dead-lettered" in str(err.value)
+    assert f"kafka 127.0.0.1:{own_broker.port}" in str(err.value) and "40 dead-lettered" in str(err.value)
     assert "nothing acknowledged for" in str(err.value)
     assert not health.up and health.down_since is not None and health.dead_lettered == 40
 
@@ -120,7 +82,7 @@ def test_a_frozen_broker_costs_one_deadline_and_every_record_lands_somewhere(own
     assert len(dl) == sink.stats.dead_lettered >= 80
     assert all("not acknowledged within" in x["reason"] or "Expiring" in x["reason"] for x in dl)
     in_dl = {x["record"]["record_id"] for x in dl}
-    msgs = consume(own_broker, [f"{prefix}.{k}" for k in KINDS], 80, timeout_s=20, settle_s=2.0)
+    msgs = consume(own_broker.bootstrap, [f"{prefix}.{k}" for k in KINDS], 80, timeout_s=20, settle_s=2.0)
     in_kafka = {from_json(m.topic.rsplit(".", 1)[1], m.value).record_id for m in msgs}
     assert {r.record_id for r in a + d} <= in_kafka
     assert {r.record_id for r in b + c} <= in_kafka | in_dl           # none in neither
@@ -128,11 +90,11 @@ def test_a_frozen_broker_costs_one_deadline_and_every_record_lands_somewhere(own
 
 
 def test_closing_while_the_broker_is_frozen_takes_the_timeout_given_and_dead_letters_the_rest(own_broker, tmp_path):
-    cfg = KafkaConfig(own_broker, prefix=unique_prefix(), dead_letter_dir=str(tmp_path), run_id="close",
+    cfg = KafkaConfig(own_broker.bootstrap, prefix=unique_prefix(), dead_letter_dir=str(tmp_path), run_id="close",
                       delivery_timeout_s=DELIVERY_S, request_timeout_s=2.0, live=True, live_flush_s=0.5)
     sink = KafkaSink.connect(cfg)
     records = sample_records("cam", 5)
-    with frozen():
+    with own_broker.frozen():
         sink.write(records)
         t0 = time.monotonic()
         sink.flush()                      # live: goes on at once
@@ -158,7 +120,7 @@ def test_annotate_with_a_broker_frozen_mid_run_exits_1_naming_the_broker_and_the
     media.mkdir()
     for i in range(3):
         make_media(media / f"c{i}.mp4", MediaSpec(duration_s=3.0, width=160, height=120, flashes=(1.0,), clicks=()))
-    pid = int(Path(STATE, "broker.pid").read_text())
+    pid = own_broker.pid
 
     class Freeze(Observer):
         at = None
@@ -170,7 +132,7 @@ def test_annotate_with_a_broker_frozen_mid_run_exits_1_naming_the_broker_and_the
 
     prefix = unique_prefix()
     out = tmp_path / "out"
-    cfg = load_config(overrides={"out": str(out), "kafka": own_broker, "kafka_prefix": prefix,
+    cfg = load_config(overrides={"out": str(out), "kafka": own_broker.bootstrap, "kafka_prefix": prefix,
                                  "kafka_delivery_timeout_s": DELIVERY_S, "concurrency": 1})
     freeze = Freeze()
     caplog.set_level(logging.WARNING, logger="avgrid.kafka")
@@ -183,10 +145,10 @@ def test_annotate_with_a_broker_frozen_mid_run_exits_1_naming_the_broker_and_the
     assert ended - freeze.at <= DELIVERY_S + 30, ended - freeze.at
     assert summary.exit_code == 1
     failed = summary.failures
-    assert failed and all(f"kafka 127.0.0.1:{PORT}" in f.reason and "dead-lettered" in f.reason for f in failed), \
+    assert failed and all(f"kafka 127.0.0.1:{own_broker.port}" in f.reason and "dead-lettered" in f.reason for f in failed), \
         summary.table()
     table = summary.table()
-    assert f"kafka 127.0.0.1:{PORT}:" in table and "records dead-lettered" in table
+    assert f"kafka 127.0.0.1:{own_broker.port}:" in table and "records dead-lettered" in table
     downs = [r for r in caplog.records if "down since" in r.getMessage()]
     assert len(downs) == 1, [r.getMessage() for r in caplog.records]
 
@@ -195,7 +157,7 @@ def test_annotate_with_a_broker_frozen_mid_run_exits_1_naming_the_broker_and_the
     in_dl = {x["record"]["record_id"] for x in dl if "record_id" in x["record"]}    # (streams rows have none)
     print(table)
     built = {r["record_id"] for k in KINDS for r in read_kind(out, k)}     # Parquet holds every record built
-    msgs = consume(own_broker, [f"{prefix}.{k}" for k in KINDS], len(built), timeout_s=15, settle_s=1.0)
+    msgs = consume(own_broker.bootstrap, [f"{prefix}.{k}" for k in KINDS], len(built), timeout_s=15, settle_s=1.0)
     in_kafka = {json.loads(m.value)["record_id"] for m in msgs}
     assert built and built <= in_kafka | in_dl
 
@@ -209,7 +171,7 @@ def test_a_live_run_keeps_going_while_the_broker_is_frozen_and_reports_what_wait
     from pipeline.runtime import Engine, Observer
     from tests.datasets import read_kind
 
-    pid = int(Path(STATE, "broker.pid").read_text())
+    pid = own_broker.pid
 
     class Freeze(Observer):
         at = None
@@ -221,7 +183,7 @@ def test_a_live_run_keeps_going_while_the_broker_is_frozen_and_reports_what_wait
 
     freeze = Freeze()
     out = tmp_path / "out"
-    cfg = load_config(overrides={"out": str(out), "kafka": own_broker, "kafka_prefix": unique_prefix(),
+    cfg = load_config(overrides={"out": str(out), "kafka": own_broker.bootstrap, "kafka_prefix": unique_prefix(),
                                  "kafka_delivery_timeout_s": DELIVERY_S, "duration": 20.0,
                                  "max_segment_s": 2.0})     # records every 2 s, so some always wait
     caplog.set_level(logging.WARNING, logger="avgrid.kafka")

@@ -5,9 +5,7 @@ the run's summary."""
 from __future__ import annotations
 
 import math
-import socket
 import threading
-import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,20 +14,13 @@ from pipeline.config import load_config
 from pipeline.metrics import serve
 from pipeline.records import KINDS
 from pipeline.runtime import Engine
+from tests.servers import free_port
 
 COUNTERS = {"avgrid_cells_total", "avgrid_records_delivered_total", "avgrid_dropped_cells_total", "avgrid_gaps_total",
             "avgrid_reconnects_total", "avgrid_errors_total"}
 GAUGES = {"avgrid_stream_lag_seconds", "avgrid_stream_media_age_seconds", "avgrid_stream_state",
           "avgrid_queue_depth_cells", "avgrid_build_info"}
 HISTOGRAMS = {"avgrid_stage_seconds", "avgrid_sink_lag_seconds"}
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def scrape(port: int) -> dict:
@@ -50,7 +41,7 @@ def test_metrics_scraped_during_a_live_run(tmp_path, ray_local):
     def scraper():
         while not stop.is_set():
             scrapes.append(scrape(port))
-            time.sleep(0.4)
+            stop.wait(0.4)                 # a scrape every 0.4 s until the run ends
 
     t = threading.Thread(target=scraper, daemon=True)
     t.start()

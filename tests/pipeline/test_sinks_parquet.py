@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -66,13 +65,22 @@ def test_files_roll_by_rows_and_readers_get_every_record(tmp_path):
     assert sink.stats.written == Counter({k: 30 for k in KINDS})
 
 
-def test_time_roll_makes_old_rows_visible(tmp_path):
+def test_time_roll_makes_old_rows_visible(tmp_path, monkeypatch):
+    import types
+
+    import pipeline.sinks.parquet as parquet
+
+    clock = types.SimpleNamespace(t=100.0)           # the sink's monotonic clock, moved by hand
+    monkeypatch.setattr(parquet, "time", types.SimpleNamespace(monotonic=lambda: clock.t))
     sink = ParquetSink.open(tmp_path, run_id="r1", roll_rows=1_000_000, roll_seconds=0.2)
     sink.write(sample_records("cam1", 2))
     assert data_files(tmp_path) == []
-    time.sleep(0.3)
+    clock.t += 0.1
+    sink.write(sample_records("cam1", 1, t0=5))       # 0.1 s old: still buffered
+    assert data_files(tmp_path) == []
+    clock.t += 0.15
     sink.write(sample_records("cam1", 1, t0=10))      # any write checks the age of buffered rows
-    assert duck_count(tmp_path, "event") == 3
+    assert duck_count(tmp_path, "event") == 4
     sink.close()
 
 
@@ -130,10 +138,12 @@ def test_records_after_commit_are_refused(tmp_path):
 # -- a real writer process ------------------------------------------------------------------
 
 def writer_main(out: str, run_id: str, inputs: str, per_input: int, chunk: int, roll_rows: int,
-                pause_s: float) -> None:
+                step: int) -> None:
     """Archive-style writer: skip committed inputs, write each input in chunks, commit it.
 
     Prints ``wrote <input> <k>`` after chunk k is on disk and ``committed <input>`` after the commit.
+    With ``step``, waits after each ``wrote`` line for a line on stdin (the test's go-ahead), so a
+    SIGKILL sent on a given line lands exactly there.
     """
     sink = ParquetSink.open(out, run_id=run_id, roll_rows=roll_rows)
     done = sink.committed_inputs()
@@ -146,19 +156,21 @@ def writer_main(out: str, run_id: str, inputs: str, per_input: int, chunk: int, 
             sink.write(records[k:k + chunk * 4])
             sink.flush()
             print(f"wrote {inp} {k // (chunk * 4)}", flush=True)
-            time.sleep(pause_s)
+            if step:
+                sys.stdin.readline()
         sink.commit_input(inp)
         print(f"committed {inp}", flush=True)
     sink.close()
 
 
 def start_writer(out: Path, run_id: str, *, inputs=INPUTS, per_input=PER_INPUT, chunk=CHUNK, roll_rows=1000,
-                 pause_s=0.0) -> subprocess.Popen:
+                 step=False) -> subprocess.Popen:
     code = ("import sys; from tests.pipeline.test_sinks_parquet import writer_main; "
-            "writer_main(sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:7]), float(sys.argv[7]))")
+            "writer_main(sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:8]))")
     return subprocess.Popen([sys.executable, "-c", code, str(out), run_id, ",".join(inputs), str(per_input),
-                             str(chunk), str(roll_rows), str(pause_s)],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+                             str(chunk), str(roll_rows), str(int(step))],
+                            cwd=REPO, stdin=subprocess.PIPE if step else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            text=True)
 
 
 def dataset_state(out: Path) -> dict[str, Counter]:
@@ -172,13 +184,16 @@ def test_sigkilled_archive_rerun_equals_a_clean_run(tmp_path):
     proc = start_writer(clean, "clean")
     assert proc.wait(timeout=120) == 0
 
-    proc = start_writer(crashed, "run1", pause_s=0.05)
+    proc = start_writer(crashed, "run1", step=True)
     seen = []
     for line in proc.stdout:
         seen.append(line.strip())
         if line.strip() == "wrote clip2 2":    # clip0, clip1 committed; clip2 has files, no commit
             os.kill(proc.pid, signal.SIGKILL)
             break
+        if line.startswith("wrote"):
+            proc.stdin.write("\n")            # go on to the next chunk
+            proc.stdin.flush()
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL and "committed clip1" in seen and "committed clip2" not in seen
     leftovers = dataset_state(crashed)
@@ -204,9 +219,9 @@ def test_duckdb_never_sees_a_partial_file_while_a_writer_runs(tmp_path):
     rows = 2000       # per file: big enough that writing one takes a while
     proc = start_writer(tmp_path, "live1", inputs=[f"cam{i}" for i in range(4)], per_input=2 * rows, chunk=rows,
                         roll_rows=10 * rows)
-    while not list((tmp_path / "event").glob("part-[0-9a-f]*.parquet")):
-        assert proc.poll() is None, "writer ended before its first file"
-        time.sleep(0.01)
+    first = proc.stdout.readline()               # the writer says so once its first files are on disk
+    assert first.startswith("wrote cam0 0"), f"writer ended before its first file: {first!r}"
+    assert list((tmp_path / "event").glob("part-[0-9a-f]*.parquet"))
     counts = []
     while proc.poll() is None or not counts:
         n = duck_count(tmp_path, "event")

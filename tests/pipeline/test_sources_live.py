@@ -11,12 +11,12 @@ import time
 import urllib.parse
 
 import av
-import numpy as np
 import pytest
 
 from pipeline.errors import SourceError
-from pipeline.grid import Cell, Gap, GridConfig
+from pipeline.grid import Cell, Gap
 from pipeline.sources import SourceOptions, open_source
+from tests.live import FAST, GRID, check_contiguous, event_cells, read_across_restart
 from tests.media import MediaSpec, make_media
 from tests.servers import (
     free_port,
@@ -31,8 +31,6 @@ from tests.servers import (
     udp_ts_sender,
 )
 
-GRID = GridConfig(frame_height=48, frame_width=64)
-FAST = SourceOptions(open_timeout_s=5, read_timeout_s=2, backoff_initial_s=0.2, backoff_max_s=1.0)
 SECRET = "s3cr3t-pw"
 needs_gst = pytest.mark.skipif(not have_gst_rtsp(), reason="GStreamer RTSP server (python3-gi) not installed")
 needs_ffmpeg = pytest.mark.skipif(not have_ffmpeg_cli(), reason="ffmpeg CLI not installed")
@@ -43,47 +41,6 @@ def clip(tmp_path_factory):
     """20 s H.264 + AAC with a flash and a click together at 2.3 s (and 12.3 s)."""
     path = tmp_path_factory.mktemp("live") / "clip.mp4"
     return make_media(path, MediaSpec(duration_s=20.0, flashes=(2.3, 12.3), clicks=(2.3, 12.3)), "mp4").path
-
-
-def event_cells(cells: list[Cell]) -> tuple[set[int], set[int]]:
-    """Indices of cells holding a white frame and of cells holding a loud audio burst."""
-    flash = {c.index for c in cells if (c.frames[c.frame_mask].reshape(-1, 48 * 64 * 3).mean(axis=1) > 200).any()}
-    click = {c.index for c in cells if np.abs(c.audio).max() > 0.3}
-    return flash, click
-
-
-def check_contiguous(cells: list[Cell], catch_up_s: float | None = 0.3) -> None:
-    """Consecutive live cells, capture times in order; ``catch_up_s``: the most the capture times
-    may have moved in all (None: no bound, for servers that send old media first)."""
-    hop = GRID.hop_s
-    for a, b in zip(cells, cells[1:]):
-        assert b.index == a.index + 1 and b.t_start == pytest.approx(a.t_end)
-        # a hop, give or take what the capture times moved by to follow the arrival clock
-        assert 0.8 * hop - 1e-6 <= (b.wall_start - a.wall_start).total_seconds() <= 1.2 * hop + 1e-6
-    # from local servers that send media as it is made the first packets come nearly on time
-    if catch_up_s is not None and len(cells) > 1:
-        span = (cells[-1].wall_start - cells[0].wall_start).total_seconds()
-        assert abs((len(cells) - 1) * hop - span) <= catch_up_s
-    for c in cells:
-        assert c.is_live and c.wall_start.tzinfo is not None
-
-
-def read_across_restart(src, stop, start, after_cells: int = 4, cells_after_gap: int = 3) -> list[Cell | Gap]:
-    """Read ``src``; after ``after_cells`` items ``stop()`` the server and ``start()`` it again 1 s later.
-
-    Stops once ``cells_after_gap`` items followed the first gap (or the source ended).
-    """
-    items: list[Cell | Gap] = []
-    for item in src:
-        items.append(item)
-        if len(items) == after_cells:                    # mid-stream: the server dies and comes back
-            stop()
-            time.sleep(1.0)
-            start()
-        gaps = [i for i in items if isinstance(i, Gap)]
-        if gaps and len(items) - items.index(gaps[0]) > cells_after_gap:
-            break
-    return items
 
 
 @needs_gst
@@ -193,17 +150,9 @@ def test_server_that_sends_nothing_fails_within_the_deadline(scheme):
 @pytest.mark.timeout(90)
 def test_udp_mpegts_sender_that_stops_and_restarts(tmp_path):
     ts = make_media(tmp_path / "cam.ts", MediaSpec(duration_s=10.0, flashes=(2.3,), clicks=(2.3,)), "ts").path
-    with udp_ts_sender(ts) as snd:
-        items: list[Cell | Gap] = []
-        with open_source(snd.url, GRID, options=FAST) as src:
-            for item in src:
-                items.append(item)
-                if len(items) == 3:
-                    snd.stop()
-                    time.sleep(2.5)                        # longer than the read deadline: a reconnect
-                    snd.start()
-                if isinstance(items[-1], Cell) and items[-1].segment == 1 and items[-1].index == 2:
-                    break
+    with udp_ts_sender(ts) as snd, open_source(snd.url, GRID, options=FAST) as src:
+        # down 2.5 s, longer than the read deadline: a reconnect
+        items = read_across_restart(src, snd.stop, snd.start, after_cells=3, cells_after_gap=3, down_s=2.5)
     gaps = [i for i in items if isinstance(i, Gap)]
     assert [g.reason for g in gaps] == ["reconnect"]
     k = items.index(gaps[0])

@@ -20,9 +20,9 @@ from pipeline.grid import Cell, Gap
 from pipeline.redact import redact
 from pipeline.sources import SourceOptions, open_source
 from pipeline.sources.relay import cli_input_protocols
+from tests.live import FAST, GRID, check_contiguous, event_cells, read_across_restart
 from tests.media import MediaSpec, make_media
-from tests.pipeline.test_sources_live import FAST, GRID, check_contiguous, event_cells, read_across_restart
-from tests.servers import SRT_PORTS, _release_port, free_port, srt_sender
+from tests.servers import free_port, release_port, srt_sender
 
 SECRET = "srt-s3cr3t-passphrase"
 needs_srt = pytest.mark.skipif("srt" not in cli_input_protocols(), reason="no ffmpeg CLI with the srt protocol")
@@ -145,7 +145,7 @@ def test_wrong_passphrase_fails_with_the_relays_reason_masked(ts_clip):
 @pytest.mark.timeout(60)
 def test_open_deadline_holds_when_no_encoder_ever_calls():
     deadline = 3.0
-    port = free_port(SRT_PORTS)
+    port = free_port()
     url = f"srt://127.0.0.1:{port}?mode=listener&passphrase={SECRET}"      # we listen; nobody calls
     started = time.monotonic()
     try:
@@ -155,7 +155,7 @@ def test_open_deadline_holds_when_no_encoder_ever_calls():
         assert time.monotonic() - started < deadline + 2.0
         assert not relay_pids()
     finally:
-        _release_port(port)
+        release_port(port)
     assert f"no answer within {deadline:g} s" in str(err.value) and SECRET not in str(err.value)
 
 
