@@ -379,8 +379,7 @@ def _eval(args) -> int:
 def _setup_logging(verbose: bool) -> None:
     """-v: avgrid's own debug output on stderr (Ray's and Kafka's loggers stay at warnings)."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    for name in ("avgrid", "pipeline"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    logging.getLogger("avgrid").setLevel(logging.DEBUG if verbose else logging.NOTSET)   # every logger is avgrid.*
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """The records avgrid emits: one frozen dataclass per kind, one schema for Kafka and Parquet.
 
-Every record carries the common fields of DESIGN.md "Records (CONTRACT)"; times are media
+Every record carries the common fields of the schema (README, "The record schema"); times are media
 seconds (``t_start``, ``t_end``, float64), ``wall_start`` / ``produced_at`` are UTC datetimes.
 The Arrow schema (Parquet) and the JSON object (Kafka) are both derived from the dataclass
 fields, so the two sinks cannot drift apart.
@@ -55,7 +55,7 @@ class LabelScore(NamedTuple):
 
 @dataclass(frozen=True, kw_only=True)
 class _Common:
-    """Fields every record has (see DESIGN.md)."""
+    """Fields every record has (README: "The record schema (version 2)")."""
 
     record_id: str
     schema_version: int = SCHEMA_VERSION
