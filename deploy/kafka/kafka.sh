@@ -92,11 +92,16 @@ group.initial.rebalance.delay.ms=0
 # fsync on every write: "nothing acknowledged is lost" must survive kill -9 of the broker in tests.
 log.flush.interval.messages=1
 EOF
-  cat >"$state/log4j2.properties" <<EOF
+  log4j_config "$state"
+}
+
+# broker.log in directory $1: Kafka's own lines at INFO, the client libraries' at WARN
+log4j_config() {
+  cat >"$1/log4j2.properties" <<EOF
 status = warn
 appender.file.type = File
 appender.file.name = FILE
-appender.file.fileName = $state/broker.log
+appender.file.fileName = $1/broker.log
 appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = INFO
@@ -237,18 +242,7 @@ broker.heartbeat.interval.ms=1000
 replica.lag.time.max.ms=6000
 log.flush.interval.messages=1
 EOF
-  cat >"$d/log4j2.properties" <<EOF
-status = warn
-appender.file.type = File
-appender.file.name = FILE
-appender.file.fileName = $d/broker.log
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = FILE
-logger.org.name = org.apache.kafka
-logger.org.level = WARN
-EOF
+  log4j_config "$d"
 }
 
 node_start() {
