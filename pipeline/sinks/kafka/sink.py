@@ -32,6 +32,7 @@ configuration and the SASL PLAIN auth bytes at DEBUG, so a filter masks them on 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import logging
 import shutil
 import time
@@ -96,6 +97,7 @@ class KafkaSink:
         # the broker's silence (see _silence_start): when it last acknowledged anything (set by a callback
         # on kafka-python's I/O thread), and the first send since then that was never acknowledged
         self._last_ack = time.monotonic()
+        self._acked_sent_at = self._last_ack   # when the newest acknowledged record was sent
         self._lost_at: float | None = None
         self._delivery.begin()
 
@@ -279,9 +281,12 @@ class KafkaSink:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _acked(self, _metadata) -> None:
-        """Callback of every successful send, on kafka-python's I/O thread."""
+    def _acked(self, sent_at: float, _metadata) -> None:
+        """Callback of every successful send, on kafka-python's I/O thread. It may run a moment after
+        the waiting thread saw the future done and sent more, so whether a lost record came after the
+        broker's last answer is decided by send times (``_acked_sent_at``), not by when this ran."""
         self._last_ack = time.monotonic()
+        self._acked_sent_at = max(self._acked_sent_at, sent_at)
 
     def _silence_start(self) -> float | None:
         """Monotonic time since which records have waited and nothing was acknowledged, or None when
@@ -293,7 +298,7 @@ class KafkaSink:
         except IndexError:
             pass
         lost = self._lost_at
-        if lost is not None and lost >= self._last_ack:
+        if lost is not None and lost >= self._acked_sent_at:
             start = lost if start is None else min(start, lost)
         return None if start is None else max(start, self._last_ack)
 
@@ -351,7 +356,7 @@ class KafkaSink:
                                          partition=self._partition(topic, key))
         except KafkaError as e:
             return f"send failed: {type(e).__name__}: {e}"
-        future.add_callback(self._acked)
+        future.add_callback(functools.partial(self._acked, sent_at))
         self._pending.append((future, rec, topic, sends + 1, sent_at))
         self._delivery.queued(rec, topic)
         return None
@@ -416,7 +421,7 @@ class KafkaSink:
 
     def _lost(self, sent_at: float) -> None:
         """A record sent at ``sent_at`` was never acknowledged: the silence goes on until an acknowledgement."""
-        if self._lost_at is None or self._lost_at < self._last_ack:
+        if self._lost_at is None or self._lost_at < self._acked_sent_at:
             self._lost_at = sent_at
         else:
             self._lost_at = min(self._lost_at, sent_at)
