@@ -6,13 +6,20 @@
 
 JSON layout: ``{"name", "machine", "versions", "figures": {...}, "ratios": {...}}``,
 flat name -> number maps (plus ``targets`` and ``notes`` for humans).
+
+A benchmark made of parts (``benchmarks.operators``, ``benchmarks.quality``) runs them with
+:func:`run_parts`; a part's ``measure()`` wrapped in :func:`part` raises :class:`NotMeasured` when what
+it needs is missing, and reports a ``not measured: <reason>`` note instead of figures.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
 import platform
+import tempfile
 import time
 from contextlib import contextmanager
 from importlib import metadata
@@ -104,3 +111,66 @@ def report(name: str, figures: dict[str, float], ratios: dict[str, float], *,
 
 def _target(t):
     return "" if t is None else f">= {t:g}"
+
+
+class NotMeasured(Exception):
+    """Raised inside a :func:`part`'s ``measure()``: what it needs is missing (the message says what)."""
+
+
+def part(name: str):
+    """Decorate part ``name``'s ``measure() -> (figures, notes)``: a :class:`NotMeasured` raised inside
+    becomes ``({}, {name: "not measured: <reason>"})``."""
+    def wrap(measure):
+        @functools.wraps(measure)
+        def run() -> tuple[dict, dict]:
+            try:
+                return measure()
+            except NotMeasured as e:
+                return {}, {name: f"not measured: {e}"}
+        return run
+    return wrap
+
+
+def run_parts(family: str, only: str) -> tuple[dict, dict]:
+    """Run the comma-separated parts ``only`` of ``family`` (``benchmarks/<family>_<part>.py``, each with
+    ``measure() -> (figures, notes)``); merged (figures, notes). A part with no module yet is a note."""
+    figures, notes = {}, {}
+    for name in [p for p in only.split(",") if p]:
+        try:
+            mod = importlib.import_module(f"benchmarks.{family}_{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"benchmarks.{family}_{name}":
+                raise
+            notes[name] = f"not measured: no benchmarks/{family}_{name}.py yet"
+            continue
+        f, n = mod.measure()
+        figures.update(f)
+        notes.update(n)
+    return figures, notes
+
+
+@contextmanager
+def sound_clips():
+    """``with sound_clips() as (tmp, clips)``: the real-sound clips the tests build
+    (``tests.soundscene.build_clips``) in ``tmp / "clips"``, a temporary folder removed afterwards.
+    Raises :class:`NotMeasured` where the tools that build them are missing."""
+    from tests.soundscene import build_clips, tools_missing
+
+    missing = tools_missing()
+    if missing:
+        raise NotMeasured(missing)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        yield tmp, build_clips(tmp / "clips")
+
+
+def annotate_rows(inputs, out: Path, kinds, *options: str) -> dict[str, list]:
+    """Run ``avgrid annotate INPUT... --out OUT OPTION...`` in this process, then read each kind's records
+    back (kind -> rows). Raises :class:`NotMeasured` when annotate exits non-zero."""
+    from pipeline.cli import main
+    from tests.datasets import read_kind
+
+    rc = main(["annotate", *map(str, inputs), "--out", str(out), *options])
+    if rc != 0:
+        raise NotMeasured(f"avgrid annotate exited {rc}")
+    return {k: read_kind(out, k) for k in kinds}

@@ -10,9 +10,8 @@ not inflate them), plus the totals the issues budget. JSON: ``benchmarks/results
 from __future__ import annotations
 
 import argparse
-import importlib
 
-from benchmarks._harness import report
+from benchmarks._harness import report, run_parts
 
 PARTS = ("sound", "visual")
 # budgets (<=): issues #14 and #15
@@ -27,18 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    figures, notes = {}, {}
-    for part in [p for p in args.only.split(",") if p]:
-        try:
-            mod = importlib.import_module(f"benchmarks.operators_{part}")
-        except ModuleNotFoundError as e:
-            if e.name != f"benchmarks.operators_{part}":
-                raise
-            notes[part] = "not measured: no benchmarks/operators_%s.py yet" % part
-            continue
-        f, n = mod.measure()
-        figures.update(f)
-        notes.update(n)
+    figures, notes = run_parts("operators", args.only)
     report("operators", figures, {}, limits={k: v for k, v in BUDGETS.items() if k in figures}, notes=notes)
     return 0
 

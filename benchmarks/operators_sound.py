@@ -15,11 +15,12 @@ it), one thread, CPU time by ``process_time``:
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks._harness import part, sound_clips
 
 SR = 16_000
 AUDIO_OPERATORS = ("loudness", "speech", "sound_events", "transcripts")
@@ -65,15 +66,11 @@ class _TimedAsr:
         return out
 
 
+@part("sound")
 def measure() -> tuple[dict, dict]:
     from operators.registry import build
-    from tests.soundscene import build_clips, tools_missing
 
-    missing = tools_missing()
-    if missing:
-        return {}, {"sound": f"not measured: {missing}"}
-    with tempfile.TemporaryDirectory() as tmp:
-        clips = build_clips(Path(tmp) / "clips")
+    with sound_clips() as (_, clips):
         street, talk = _cells(clips["street"]), _cells(clips["talk"])
     figures = {}
     for name in AUDIO_OPERATORS:

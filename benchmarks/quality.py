@@ -12,9 +12,8 @@ to ``benchmarks/results/quality.json``.
 from __future__ import annotations
 
 import argparse
-import importlib
 
-from benchmarks._harness import report
+from benchmarks._harness import report, run_parts
 
 PARTS = ("sound", "visual", "describe")
 # figure -> the least it should be / the most it may be (issues #14, #15, #16)
@@ -27,18 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts to run")
     args = ap.parse_args(argv)
-    figures, notes = {}, {}
-    for part in [p for p in args.only.split(",") if p]:
-        try:
-            mod = importlib.import_module(f"benchmarks.quality_{part}")
-        except ModuleNotFoundError as e:
-            if e.name != f"benchmarks.quality_{part}":
-                raise
-            notes[part] = "not measured: no benchmarks/quality_%s.py yet" % part
-            continue
-        f, n = mod.measure()
-        figures.update(f)
-        notes.update(n)
+    figures, notes = run_parts("quality", args.only)
     report("quality", figures, {}, targets={k: v for k, v in TARGETS.items() if k in figures},
            limits={k: v for k, v in LIMITS.items() if k in figures}, notes=notes)
     return 0

@@ -22,31 +22,23 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 from pathlib import Path
+
+from benchmarks._harness import annotate_rows, part, sound_clips
 
 WARMUP_S = 2.0
 
 
+@part("describe")
 def measure() -> tuple[dict, dict]:
-    from pipeline.cli import main
-    from tests.datasets import read_kind
     from tests.facescene import make_face_clip
-    from tests.soundscene import NEGATIVE, POSITIVE, STREET_S, build_clips, tools_missing
+    from tests.soundscene import NEGATIVE, POSITIVE, STREET_S
 
-    missing = tools_missing()
-    if missing:
-        return {}, {"describe": f"not measured: {missing}"}
-    with tempfile.TemporaryDirectory() as tmp:
-        clips = build_clips(Path(tmp) / "clips")
-        face = make_face_clip(Path(tmp) / "clips" / "face.mp4", face_s=(1.0, 3.0), speech_at_s=1.0)
-        shifted = make_face_clip(Path(tmp) / "clips" / "face-shifted.mp4", face_s=(1.0, 3.0), speech_at_s=3.0)
-        out = Path(tmp) / "out"
-        rc = main(["annotate", str(clips["street"]), str(clips["talk"]), face.path, shifted.path, "--out", str(out),
-                   "-q"])
-        if rc != 0:
-            return {}, {"describe": f"not measured: avgrid annotate exited {rc}"}
-        rows = {k: read_kind(out, k) for k in ("event", "sentiment", "caption")}
+    with sound_clips() as (tmp, clips):
+        face = make_face_clip(tmp / "clips" / "face.mp4", face_s=(1.0, 3.0), speech_at_s=1.0)
+        shifted = make_face_clip(tmp / "clips" / "face-shifted.mp4", face_s=(1.0, 3.0), speech_at_s=3.0)
+        rows = annotate_rows((clips["street"], clips["talk"], face.path, shifted.path), tmp / "out",
+                             ("event", "sentiment", "caption"), "-q")
 
     def of(kind, name, **m):
         return [r for r in rows[kind] if r["stream_id"].endswith("/" + name) and all(r[k] == v for k, v in m.items())]

@@ -22,31 +22,22 @@ the last 0.4 s; talk: two espeak sentences, silence, fluidsynth music), then per
 from __future__ import annotations
 
 import re
-import tempfile
-from pathlib import Path
+
+from benchmarks._harness import annotate_rows, part, sound_clips
 
 HOP_S = 1.0
 STOP = {"a", "an", "the", "and", "i", "this", "is", "to", "of", "what"}
 
 
+@part("sound")
 def measure() -> tuple[dict, dict]:
-    from pipeline.cli import main
-    from tests.datasets import read_kind
-    from tests.soundscene import NEGATIVE, POSITIVE, build_clips, build_heldout, tools_missing
+    from tests.soundscene import NEGATIVE, POSITIVE, build_heldout
 
-    missing = tools_missing()
-    if missing:
-        return {}, {"sound": f"not measured: {missing}"}
-    with tempfile.TemporaryDirectory() as tmp:
-        clips = build_clips(Path(tmp) / "clips")
-        held = build_heldout(Path(tmp) / "clips")
+    with sound_clips() as (tmp, clips):
+        held = build_heldout(tmp / "clips")
         clips["spans"].update(held["spans"])
-        out = Path(tmp) / "out"
-        rc = main(["annotate", str(clips["street"]), str(clips["talk"]), str(held["heldout"]), "--out", str(out),
-                   "--no-progress"])
-        if rc != 0:
-            return {}, {"sound": f"not measured: avgrid annotate exited {rc}"}
-        rows = {k: read_kind(out, k) for k in ("event", "sentiment", "caption")}
+        rows = annotate_rows((clips["street"], clips["talk"], held["heldout"]), tmp / "out",
+                             ("event", "sentiment", "caption"), "--no-progress")
 
     def of(kind, clip, **m):
         return [r for r in rows[kind]

@@ -95,17 +95,24 @@ def _media_origins(value, origin: str) -> tuple[tuple[str, str], ...]:
     return tuple((str(pat), parse_time(t, f"{origin}: media_origin {pat}").isoformat()) for pat, t in items)
 
 
+def _read_yaml(path, unreadable: str, invalid: str):
+    """The YAML document in file ``path``; ConfigError ``"<unreadable>: <reason>"`` when the file cannot be
+    read, ``"<invalid>: <parser's message>"`` when it is not YAML."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"{unreadable}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{invalid}: {e}") from None
+
+
 def parse_zones(value, origin: str) -> tuple:
     """``{STREAM_OR_GLOB: [{name, polygon: [[x, y], ...]} | {name, line: [[x, y], [x, y]]}, ...]}`` (or a
     YAML file holding it) -> ((pattern, ((name, kind, ((x, y), ...)), ...)), ...). Coordinates are
     fractions of the frame (0..1, x right, y down). Raises ConfigError naming the zone and the reason."""
     if isinstance(value, str):
-        try:
-            value = yaml.safe_load(Path(value).read_text())
-        except OSError as e:
-            raise ConfigError(f"{origin}: zones: cannot read {value!r}: {e.strerror or e}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{origin}: zones: {value!r} is not valid YAML: {e}") from None
+        value = _read_yaml(value, f"{origin}: zones: cannot read {value!r}",
+                           f"{origin}: zones: {value!r} is not valid YAML")
     if not isinstance(value, dict):
         raise ConfigError(f"{origin}: zones must be a mapping of stream id or glob to a list of zones")
     out = []
@@ -633,12 +640,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     values: dict = {}
     if path is not None:
         origin = str(path)
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as e:
-            raise ConfigError(f"{origin}: cannot read config: {e.strerror or e}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{origin}: not valid YAML: {e}") from None
+        data = _read_yaml(path, f"{origin}: cannot read config", f"{origin}: not valid YAML") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{origin}: config must be a mapping of option: value")
         try:

@@ -40,11 +40,22 @@ bootstrap="127.0.0.1:$port"
 
 log() { echo "kafka.sh: $*" >&2; }
 
-alive() {
-  [[ -f "$pidfile" ]] || return 1
+# exit 0 when pid file $1 names a live Kafka broker process
+pid_alive() {
+  [[ -f "$1" ]] || return 1
   local pid
-  pid="$(cat "$pidfile")"
+  pid="$(cat "$1")"
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && grep -q "kafka.Kafka" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+alive() { pid_alive "$pidfile"; }
+
+need_java() {
+  command -v java >/dev/null || { log "java not found: install a JDK 17 (apt-get install -y openjdk-17-jre-headless)"; exit 1; }
+}
+
+need_python() {
+  [[ -x "$python" ]] || { log "$python not found: run 'make venv' first or set AVGRID_PYTHON"; exit 1; }
 }
 
 fetch_jars() {
@@ -65,34 +76,47 @@ fetch_jars() {
   rm -rf "$lib.old"
 }
 
-write_config() {
-  mkdir -p "$state/data"
-  cat >"$state/server.properties" <<EOF
+# server.properties and log4j2.properties of one KRaft node (broker + controller) in directory $1:
+# node id $2, controller quorum voters $3, client port $4, controller port $5, replication factor $6
+# for topics and internal topics alike (one node: 1, or consumer groups and transactions wait forever
+# for replicas that do not exist), min ISR $7; lines on stdin are appended (what only one kind of node
+# needs)
+node_properties() {
+  local d="$1" id="$2" voters="$3" p="$4" cp="$5" rf="$6" isr="$7"
+  mkdir -p "$d/data"
+  {
+    cat <<EOF
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+node.id=$id
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$p,CONTROLLER://127.0.0.1:$cp
+advertised.listeners=PLAINTEXT://127.0.0.1:$p
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$state/data
+log.dirs=$d/data
 num.partitions=1
+default.replication.factor=$rf
+min.insync.replicas=$isr
 auto.create.topics.enable=true
-# One node: every internal topic must have replication factor 1, or consumer groups and
-# transactions wait forever for replicas that do not exist.
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor=$rf
 offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
 transaction.state.log.num.partitions=4
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 # fsync on every write: "nothing acknowledged is lost" must survive kill -9 of the broker in tests.
 log.flush.interval.messages=1
 EOF
-  log4j_config "$state"
+    cat
+  } >"$d/server.properties"
+  log4j_config "$d"
+}
+
+write_config() {
+  node_properties "$state" 1 "1@127.0.0.1:$cport" "$port" "$cport" 1 1 </dev/null
 }
 
 # broker.log in directory $1: Kafka's own lines at INFO, the client libraries' at WARN
@@ -116,6 +140,16 @@ EOF
 run_java() {
   java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
     "-Dlog4j2.configurationFile=$state/log4j2.properties" -cp "$lib/*" "$@"
+}
+
+# the broker of node directory $1 (heap -Xms$2 -Xmx$3), its pid in $1/broker.pid. setsid: the broker
+# must outlive the shell (and make's process group) that started it.
+launch() {
+  local d="$1"
+  setsid java "-Xms$2" "-Xmx$3" -XX:+UseG1GC -Djava.awt.headless=true \
+    "-Dlog4j2.configurationFile=$d/log4j2.properties" -cp "$lib/*" \
+    kafka.Kafka "$d/server.properties" >"$d/stdout.log" 2>&1 < /dev/null &
+  echo $! >"$d/broker.pid"
 }
 
 wait_ready() {
@@ -142,8 +176,8 @@ up() {
     echo "$bootstrap"
     return
   fi
-  command -v java >/dev/null || { log "java not found: install a JDK 17 (apt-get install -y openjdk-17-jre-headless)"; exit 1; }
-  [[ -x "$python" ]] || { log "$python not found: run 'make venv' first or set AVGRID_PYTHON"; exit 1; }
+  need_java
+  need_python
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     log "port $port is in use by another process; set AVGRID_KAFKA_PORT to use a free port"
     exit 1
@@ -157,11 +191,7 @@ up() {
       >"$state/format.log" 2>&1 || { log "storage format failed:"; cat "$state/format.log" >&2; exit 1; }
   fi
   log "starting broker on $bootstrap (state in $state)"
-  # setsid: the broker must outlive the shell (and make's process group) that started it.
-  setsid java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
-    "-Dlog4j2.configurationFile=$state/log4j2.properties" -cp "$lib/*" \
-    kafka.Kafka "$state/server.properties" >"$state/stdout.log" 2>&1 < /dev/null &
-  echo $! >"$pidfile"
+  launch "$state" 256m 512m
   wait_ready
   echo "$bootstrap"
 }
@@ -190,7 +220,7 @@ consume() {
   fi
   local topic=()
   if [[ "$1" != -* ]]; then topic=(--topic "$1"); shift; fi
-  command -v java >/dev/null || { log "java not found: install a JDK 17 (apt-get install -y openjdk-17-jre-headless)"; exit 1; }
+  need_java
   fetch_jars
   exec java -Xmx256m -Djava.awt.headless=true "-Dlog4j2.configurationFile=$here/tools-log4j2.properties" \
     -cp "$lib/*" org.apache.kafka.tools.consumer.ConsoleConsumer \
@@ -203,55 +233,24 @@ cstate="/tmp/avgrid-kafka-cluster-$cbase"
 cluster_bootstrap() { echo "127.0.0.1:$cbase,127.0.0.1:$((cbase + 1)),127.0.0.1:$((cbase + 2))"; }
 node_pidfile() { echo "$cstate/node$1/broker.pid"; }
 
-node_alive() {
-  local f pid
-  f="$(node_pidfile "$1")"
-  [[ -f "$f" ]] || return 1
-  pid="$(cat "$f")"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && grep -q "kafka.Kafka" "/proc/$pid/cmdline" 2>/dev/null
-}
+node_alive() { pid_alive "$(node_pidfile "$1")"; }
 
+# node $1 of 3: replication factor 3, min ISR 2; a killed node leaves the ISR within seconds, so
+# acks=all goes on with the other two
 node_config() {
-  local n="$1" d="$cstate/node$1"
-  mkdir -p "$d/data"
-  cat >"$d/server.properties" <<EOF
-process.roles=broker,controller
-node.id=$n
-controller.quorum.voters=1@127.0.0.1:$((cbase + 3)),2@127.0.0.1:$((cbase + 4)),3@127.0.0.1:$((cbase + 5))
-listeners=PLAINTEXT://127.0.0.1:$((cbase + n - 1)),CONTROLLER://127.0.0.1:$((cbase + n + 2))
-advertised.listeners=PLAINTEXT://127.0.0.1:$((cbase + n - 1))
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$d/data
-num.partitions=1
-default.replication.factor=3
-min.insync.replicas=2
-auto.create.topics.enable=true
-offsets.topic.replication.factor=3
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=3
-transaction.state.log.min.isr=2
-transaction.state.log.num.partitions=4
-share.coordinator.state.topic.replication.factor=3
-share.coordinator.state.topic.min.isr=2
-group.initial.rebalance.delay.ms=0
-# a killed node leaves the ISR within seconds, so acks=all goes on with the other two
+  local n="$1"
+  node_properties "$cstate/node$n" "$n" \
+    "1@127.0.0.1:$((cbase + 3)),2@127.0.0.1:$((cbase + 4)),3@127.0.0.1:$((cbase + 5))" \
+    "$((cbase + n - 1))" "$((cbase + n + 2))" 3 2 <<EOF
 broker.session.timeout.ms=6000
 broker.heartbeat.interval.ms=1000
 replica.lag.time.max.ms=6000
-log.flush.interval.messages=1
 EOF
-  log4j_config "$d"
 }
 
 node_start() {
-  local n="$1" d="$cstate/node$1"
-  if node_alive "$n"; then return; fi
-  setsid java -Xms128m -Xmx384m -XX:+UseG1GC -Djava.awt.headless=true \
-    "-Dlog4j2.configurationFile=$d/log4j2.properties" -cp "$lib/*" \
-    kafka.Kafka "$d/server.properties" >"$d/stdout.log" 2>&1 < /dev/null &
-  echo $! >"$(node_pidfile "$n")"
+  if node_alive "$1"; then return; fi
+  launch "$cstate/node$1" 128m 384m
 }
 
 node_signal() {
@@ -279,8 +278,8 @@ cluster_cmd() {
   local cmd="${1:-}" n="${2:-}"
   case "$cmd" in
     up)
-      command -v java >/dev/null || { log "java not found: install a JDK 17 (apt-get install -y openjdk-17-jre-headless)"; exit 1; }
-      [[ -x "$python" ]] || { log "$python not found: run 'make venv' first or set AVGRID_PYTHON"; exit 1; }
+      need_java
+      need_python
       fetch_jars
       mkdir -p "$cstate"
       local id=""

@@ -54,22 +54,18 @@ def summarise(path: str, t0: float, t1: float, *, thumbs: int, audio_bins: int) 
     import av
 
     out = MediaSummary()
-    try:
-        with av.open(path) as container:
-            if container.streams.video and thumbs > 0:
-                out.thumbs = _thumbnails(container, t0, t1, thumbs)
-            elif not container.streams.video:
-                out.notes.append("no video stream")
-    except (av.FFmpegError, OSError, ValueError) as e:
-        out.notes.append(f"thumbnails: {path}: {e}")
-    try:
-        with av.open(path) as container:
-            if container.streams.audio and audio_bins > 0:
-                out.audio = _levels(container, t0, t1, audio_bins)
-            elif not container.streams.audio:
-                out.notes.append("no audio stream")
-    except (av.FFmpegError, OSError, ValueError) as e:
-        out.notes.append(f"audio: {path}: {e}")
+    # (what a failure note names, stream type, how many, reader, MediaSummary field); each opens the
+    # file on its own, so a damaged video stream still leaves the audio levels (and the other way round)
+    for what, kind, n, read, into in (("thumbnails", "video", thumbs, _thumbnails, "thumbs"),
+                                      ("audio", "audio", audio_bins, _levels, "audio")):
+        try:
+            with av.open(path) as container:
+                if not getattr(container.streams, kind):
+                    out.notes.append(f"no {kind} stream")
+                elif n > 0:
+                    setattr(out, into, read(container, t0, t1, n))
+        except (av.FFmpegError, OSError, ValueError) as e:
+            out.notes.append(f"{what}: {path}: {e}")
     return out
 
 

@@ -41,14 +41,20 @@ Adapter = Callable[[str, object, object, list], list[list[Observation]]]
 ADAPTERS: dict[str, Adapter] = {}
 
 
-def adapter(name: str):
-    """Register how the results of operator ``name`` become observations (a decorator)."""
-    def add(fn: Adapter) -> Adapter:
-        if name in ADAPTERS and ADAPTERS[name] is not fn:
-            raise ValueError(f"an adapter for operator {name!r} is already registered")
-        ADAPTERS[name] = fn
+def _registrar(table: dict, what: str, name: str):
+    """A decorator that files a function under ``name`` in ``table``; a second, different one for the
+    same name is a ValueError (``what`` names the kind: "an adapter", "a runner")."""
+    def add(fn):
+        if name in table and table[name] is not fn:
+            raise ValueError(f"{what} for operator {name!r} is already registered")
+        table[name] = fn
         return fn
     return add
+
+
+def adapter(name: str):
+    """Register how the results of operator ``name`` become observations (a decorator)."""
+    return _registrar(ADAPTERS, "an adapter", name)
 
 
 @dataclass
@@ -74,12 +80,7 @@ RUNNERS: dict[str, Runner] = {}
 
 def runner(name: str):
     """Register how operator ``name`` is called (a decorator), e.g. to hand it the detection view."""
-    def add(fn: Runner) -> Runner:
-        if name in RUNNERS and RUNNERS[name] is not fn:
-            raise ValueError(f"a runner for operator {name!r} is already registered")
-        RUNNERS[name] = fn
-        return fn
-    return add
+    return _registrar(RUNNERS, "a runner", name)
 
 
 def _call_plain(name, det, call: Call, state):
