@@ -8,6 +8,11 @@ ports and state directory, for tests that SIGKILL, SIGSTOP or restart it.
     broker.down()
 
 The ``own_broker`` fixture (tests/conftest.py) gives each test module one, started and stopped around it.
+
+Reading what reached a broker (this one or the shared one):
+
+    prefix = unique_prefix()                       # topics of this test alone: "t" + 10 hex digits
+    msgs = consume(bootstrap, [f"{prefix}.event"], n=12)   # kafka-python ConsumerRecords, from the start
 """
 
 from __future__ import annotations
@@ -15,8 +20,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
+
+from kafka import KafkaConsumer
 
 from tests.servers import free_port_block, release_port
 
@@ -70,3 +79,26 @@ class OwnBroker:
             yield
         finally:
             os.kill(pid, signal.SIGCONT)
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def consume(bootstrap: str, topics: list[str], n: int, *, timeout_s: float = 60.0,
+            isolation: str = "read_uncommitted", settle_s: float = 0.0, **consumer_kw) -> list:
+    """Read ``topics`` from the beginning until ``n`` messages arrived (then ``settle_s`` more)."""
+    consumer = KafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, isolation_level=isolation, consumer_timeout_ms=500,
+                             **consumer_kw)
+    out, deadline, settle_until = [], time.monotonic() + timeout_s, None
+    try:
+        while time.monotonic() < deadline:
+            out.extend(consumer)
+            if len(out) >= n:
+                settle_until = settle_until or time.monotonic() + settle_s
+                if time.monotonic() >= settle_until:
+                    break
+    finally:
+        consumer.close()
+    return out

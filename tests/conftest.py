@@ -1,5 +1,6 @@
 import os
 import socket
+from typing import NamedTuple
 
 import pytest
 
@@ -23,6 +24,38 @@ def kafka() -> str:
             pytest.fail(f"Kafka broker not reachable at {addr}; `make test` starts it with deploy/kafka/kafka.sh up")
         pytest.skip(f"Kafka broker not reachable at {addr} (run `make kafka-up`)")
     return addr
+
+
+class TrainedBundle(NamedTuple):
+    bundle: object        # operators.fusion.Bundle
+    report: object        # pipeline.training.TrainReport
+    featurizer: object    # the operators.fusion.CellFeaturizer it was trained with
+    path: str             # the bundle saved there (for --bundle)
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory) -> TrainedBundle:
+    """A fusion bundle trained (real training, not random weights) for 40 epochs on 80 generated
+    scenes (pipeline.knowntruth), saved once for the session. About 17 s on a busy 2-core machine."""
+    import torch
+
+    from operators.fusion import CellFeaturizer, default_preprocessing
+    from pipeline.knowntruth.dataset import make_cells
+    from pipeline.training import clips_from_arrays, train_clips
+
+    # tiny matrices: one thread is several times faster than two on a busy 2-core machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fz = CellFeaturizer()
+        clips = clips_from_arrays(make_cells(80, seed=0), fz)
+        bundle, report = train_clips(clips, None, featurizer=fz, preprocessing=default_preprocessing(), epochs=40,
+                                     batch_size=8, seed=0, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    path = tmp_path_factory.mktemp("bundle") / "b"
+    bundle.save(path)
+    return TrainedBundle(bundle, report, fz, str(path))
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,16 @@
 """Reading live sources in tests: the small grid and fast deadlines they use, and the checks and read
 loops the live-source tests share (RTSP, UDP, SRT, ...).
 
-    from tests.live import FAST, GRID, check_contiguous, event_cells, read_across_restart
+    from tests.live import FAST, GRID, Outage, check_contiguous, check_reconnect, event_cells, read_across_restart
     with open_source(url, GRID, options=FAST) as src:
         items = read_across_restart(src, srv.kill, srv.start)     # cells, one Gap, cells
+    before, gap, after = check_reconnect(items)           # what every server restart must read as
+    outage = Outage(srv, after_cells=3, down_s=1.0)    # the same outage, for Engine(observers=[outage])
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -61,3 +64,47 @@ def read_across_restart(src, stop, start, after_cells: int = 4, cells_after_gap:
         if gaps and len(items) - items.index(gaps[0]) > cells_after_gap:
             break
     return items
+
+
+def check_reconnect(items: list[Cell | Gap], event_cell: int = 2) -> tuple[list[Cell], Gap, list[Cell]]:
+    """What :func:`read_across_restart` must have read from a server that plays the clip from its
+    start on each connection (a flash and a click together in cell ``event_cell``) and was down 1 s:
+    one ``reconnect`` gap between two contiguous segments (0 then 1) that it joins exactly, at least
+    the second of downtime long, after at least one attempt; full frames and audio around it.
+    Returns ``(before, gap, after)`` for the checks particular to a protocol."""
+    gaps = [i for i in items if isinstance(i, Gap)]
+    assert [g.reason for g in gaps] == ["reconnect"]
+    gap = gaps[0]
+    k = items.index(gap)
+    before, after = items[:k], items[k + 1:]
+    check_contiguous(before)
+    check_contiguous(after)
+    assert {c.segment for c in before} == {0} and {c.segment for c in after} == {1}
+    # the gap starts where the old segment's cells end and covers at least the second of downtime
+    assert gap.t_start == pytest.approx(before[-1].t_end) and after[0].t_start == pytest.approx(gap.t_end)
+    assert gap.t_end - gap.t_start >= 1.0 and gap.extra["attempts"] >= 1
+    assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.95 for c in before[:-1] + after[:-1])
+    for seg in (before, after):
+        assert event_cells(seg) == ({event_cell}, {event_cell})
+    return before, gap, after
+
+
+class Outage:
+    """An observer for ``Engine(observers=[...])``: once ``stream`` (None: any stream) has annotated
+    ``after_cells`` cells, ``server.stop()`` (the servers in tests/servers.py: SIGKILL), and
+    ``server.start()`` again ``down_s`` later, once, in ``thread`` (its ``ident`` stays None if it never
+    came to that). The outage of :func:`read_across_restart`, for a run through the runtime."""
+
+    def __init__(self, server, after_cells: int, down_s: float, stream: str | None = None):
+        self.server, self.after, self.down_s, self.stream = server, after_cells, down_s, stream
+        self.thread = threading.Thread(target=self._outage, daemon=True)
+
+    def cells_annotated(self, run, cells, seconds):
+        if (self.stream is None or run.result.stream_id == self.stream) and run.result.cells >= self.after \
+                and self.thread.ident is None:
+            self.thread.start()
+
+    def _outage(self):
+        self.server.stop()
+        time.sleep(self.down_s)
+        self.server.start()

@@ -162,6 +162,19 @@ def _stop(proc: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
         proc.wait()
 
 
+@contextmanager
+def _started(make):
+    """The server ``make()`` returns, started (``start()``); leaving the block stops it (``stop()``) and
+    gives its port back (:func:`release_port`). The one lifetime of the servers below that run children."""
+    srv = make()
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        release_port(srv.port)
+
+
 # -- a network element whose queue builds up and then drains -------------------------------------
 
 class UdpLaggyLink:
@@ -282,17 +295,12 @@ class RtspServer:
         """SIGKILL: the connection drops the way a crashed camera or server drops it."""
         _stop(self.proc, signal.SIGKILL)
 
+    stop = kill
 
-@contextmanager
+
 def rtsp_server(media: str | None = None, port: int | None = None, mount: str = "/live",
                 login: tuple[str, str] | None = None):
-    srv = RtspServer(str(media) if media else None, port, mount, login)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.kill()
-        release_port(srv.port)
+    return _started(lambda: RtspServer(str(media) if media else None, port, mount, login))
 
 
 # -- a server that accepts and then says nothing ---------------------------------------------------
@@ -355,16 +363,9 @@ class UdpTsSender:
         _stop(self.proc, signal.SIGKILL)
 
 
-@contextmanager
 def udp_ts_sender(media: str, port: int | None = None, readrate: float = 1.0):
     """``readrate`` < 1 sends slower than the timestamps say: a camera whose clock runs slow."""
-    snd = UdpTsSender(str(media), port, readrate)
-    snd.start()
-    try:
-        yield snd
-    finally:
-        snd.stop()
-        release_port(snd.port)
+    return _started(lambda: UdpTsSender(str(media), port, readrate))
 
 
 class SrtSender:
@@ -396,15 +397,8 @@ class SrtSender:
         _stop(self.proc, signal.SIGKILL)
 
 
-@contextmanager
 def srt_sender(media: str, port: int | None = None, passphrase: str | None = None, listener: bool = True):
-    snd = SrtSender(str(media), port, passphrase, listener)
-    snd.start()
-    try:
-        yield snd
-    finally:
-        snd.stop()
-        release_port(snd.port)
+    return _started(lambda: SrtSender(str(media), port, passphrase, listener))
 
 
 class RtmpServer:
@@ -415,20 +409,20 @@ class RtmpServer:
         self.media = media
         self.port = port or free_port()
         self.url = f"rtmp://127.0.0.1:{self.port}/live/stream"
-        self.proc = subprocess.Popen(["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-i", media, "-c", "copy",
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-i", self.media, "-c", "copy",
                                       "-f", "flv", "-listen", "1", self.url],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_listening(self.port)
 
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGKILL)
 
-@contextmanager
+
 def rtmp_server(media: str, port: int | None = None):
-    srv = RtmpServer(str(media), port)
-    try:
-        yield srv
-    finally:
-        _stop(srv.proc, signal.SIGKILL)
-        release_port(srv.port)
+    return _started(lambda: RtmpServer(str(media), port))
 
 
 class UdpTsReplay:
@@ -465,15 +459,8 @@ class UdpTsReplay:
         self._stop.set()
 
 
-@contextmanager
 def udp_ts_replay(media: str, duration_s: float, port: int | None = None):
-    snd = UdpTsReplay(str(media), duration_s, port)
-    snd.start()
-    try:
-        yield snd
-    finally:
-        snd.stop()
-        release_port(snd.port)
+    return _started(lambda: UdpTsReplay(str(media), duration_s, port))
 
 
 # -- HLS over local HTTP ------------------------------------------------------------------------------

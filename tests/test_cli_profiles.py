@@ -4,7 +4,6 @@ profile without its weights is a clear configuration error, `avgrid models` list
 import os
 
 import pytest
-import torch
 
 from pipeline.cli import main
 from pipeline.records import KINDS
@@ -12,34 +11,12 @@ from tests.datasets import read_kind
 from tests.media import MediaSpec, make_media
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    """A small bundle trained for a few epochs on generated scenes (trained, not random weights)."""
-    from operators.fusion.bundle import default_preprocessing
-    from operators.fusion.features import CellFeaturizer
-    from pipeline.knowntruth.dataset import make_cells
-    from pipeline.training import clips_from_arrays, train_clips
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fz = CellFeaturizer()
-        clips = clips_from_arrays(make_cells(12, seed=0), fz)
-        bundle, _ = train_clips(clips, None, featurizer=fz, preprocessing=default_preprocessing(), epochs=3,
-                                batch_size=8, seed=0, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    path = tmp_path_factory.mktemp("bundle") / "b"
-    bundle.save(path)
-    return path, bundle.model_id
-
-
 def kinds(out):
     return {k: rows for k in KINDS if (rows := read_kind(out, k))}
 
 
-def test_bundle_profile_writes_all_four_kinds_named_by_the_bundle(tmp_path, bundle_dir, ray_local):
-    path, model_id = bundle_dir
+def test_bundle_profile_writes_all_four_kinds_named_by_the_bundle(tmp_path, trained_bundle, ray_local):
+    path, model_id = trained_bundle.path, trained_bundle.bundle.model_id
     clip = make_media(tmp_path / "c.mp4", MediaSpec(duration_s=6.0, flashes=(2.0,), clicks=(3.0,))).path
     out = tmp_path / "out"
     assert main(["annotate", clip, "--bundle", str(path), "--out", str(out), "--no-progress"]) == 0

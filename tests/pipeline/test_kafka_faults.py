@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.records import from_json, to_json
 from pipeline.sinks import KafkaConfig, KafkaSink
-from tests.pipeline.test_kafka_sink import consume
+from tests.brokers import consume
 from tests.pipeline.test_records import sample_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -22,7 +22,7 @@ import pytest
 from pipeline.errors import SinkError
 from pipeline.records import from_json
 from pipeline.sinks import KafkaConfig, KafkaSink
-from tests.pipeline.test_kafka_sink import consume
+from tests.brokers import consume
 from tests.pipeline.test_records import sample_records
 from tests.servers import free_ports
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from pipeline.errors import SinkError
 from pipeline.records import KINDS, SCHEMA_VERSION, from_json, to_dict
 from pipeline.sinks import FanOut, KafkaConfig, KafkaSink, ParquetSink
+from tests.brokers import consume, unique_prefix
 from tests.pipeline.test_records import sample_records
 from tests.pipeline.test_sinks_parquet import read_dataset
 
@@ -20,29 +20,6 @@ pytestmark = pytest.mark.kafka
 CLOSED = "127.0.0.1:9"          # discard port: nothing listens there
 QUICK_FAIL = dict(api_version=(3, 9), connect_timeout_s=1.0, request_timeout_s=1.0, max_block_s=0.5,
                   delivery_timeout_s=2.0)
-
-
-def unique_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-def consume(bootstrap: str, topics: list[str], n: int, *, timeout_s: float = 60.0,
-            isolation: str = "read_uncommitted", settle_s: float = 0.0, **consumer_kw) -> list:
-    """Read ``topics`` from the beginning until ``n`` messages arrived (then ``settle_s`` more)."""
-    consumer = KafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, isolation_level=isolation, consumer_timeout_ms=500,
-                             **consumer_kw)
-    out, deadline, settle_until = [], time.monotonic() + timeout_s, None
-    try:
-        while time.monotonic() < deadline:
-            out.extend(consumer)
-            if len(out) >= n:
-                settle_until = settle_until or time.monotonic() + settle_s
-                if time.monotonic() >= settle_until:
-                    break
-    finally:
-        consumer.close()
-    return out
 
 
 def test_consumer_records_equal_parquet_records(kafka, tmp_path):

@@ -19,7 +19,7 @@ import pytest
 from pipeline.errors import SinkError
 from pipeline.records import KINDS, from_json
 from pipeline.sinks import KafkaConfig, KafkaSink
-from tests.pipeline.test_kafka_sink import consume, unique_prefix
+from tests.brokers import consume, unique_prefix
 from tests.pipeline.test_records import sample_records
 
 pytestmark = [pytest.mark.kafka]

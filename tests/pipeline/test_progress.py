@@ -66,27 +66,6 @@ def test_the_live_summary_speaks_of_streams():
 
 # -- a real outage ------------------------------------------------------------------------------
 
-class _Outage:
-    """Stops the UDP camera once its stream has `after_cells` cells, starts it again `for_s` later."""
-
-    def __init__(self, sender, after_cells: int, for_s: float):
-        import threading
-
-        self.sender, self.after, self.for_s = sender, after_cells, for_s
-        self.thread = threading.Thread(target=self._outage, daemon=True)
-
-    def cells_annotated(self, run, cells, seconds):
-        if run.result.cells >= self.after and self.thread.ident is None:
-            self.thread.start()
-
-    def _outage(self):
-        import time
-
-        self.sender.stop()
-        time.sleep(self.for_s)
-        self.sender.start()
-
-
 def test_a_real_feed_outage_shows_as_stalled_then_running_again(tmp_path, ray_local):
     import re
 
@@ -94,6 +73,7 @@ def test_a_real_feed_outage_shows_as_stalled_then_running_again(tmp_path, ray_lo
 
     from pipeline.config import load_config
     from pipeline.runtime import Engine
+    from tests.live import Outage
     from tests.media import MediaSpec, make_media
     from tests.servers import have_ffmpeg_cli, udp_ts_sender
 
@@ -103,7 +83,7 @@ def test_a_real_feed_outage_shows_as_stalled_then_running_again(tmp_path, ray_lo
     cfg = load_config(overrides={"out": str(tmp_path / "out"), "duration": 24.0})
     printed = io.StringIO()
     with udp_ts_sender(ts) as snd:
-        outage = _Outage(snd, after_cells=3, for_s=9.0)
+        outage = Outage(snd, after_cells=3, down_s=9.0)
         summary = Engine(cfg, observers=[StatusLines(0.5, 1.0, file=printed), outage]).run([f"yard={snd.url}"])
     lines = [ln for ln in printed.getvalue().splitlines() if "yard:" in ln]
     states = [re.search(r"yard: (\w+)", ln).group(1) for ln in lines]

@@ -5,7 +5,6 @@ observers cannot stop a run; sources send small thumbnails for a live page."""
 import dataclasses
 import logging
 import os
-import signal
 
 import cv2
 import numpy as np
@@ -115,33 +114,6 @@ def test_the_local_executor_gives_the_same_records_as_ray(clips, tmp_path, ray_l
         summary = engine.annotate(clips)
         assert summary.exit_code == 0 and engine.executor_name == name, summary.table()
     assert _ids(tmp_path / "local") == _ids(tmp_path / "ray") and _ids(tmp_path / "ray")["event"]
-
-
-class _KillDecoderProcess(Observer):
-    """SIGKILLs the first input's decoder process once its first cells are annotated."""
-
-    def __init__(self):
-        self.victim = None
-
-    def cells_annotated(self, run, cells, seconds):
-        if self.victim is None:
-            self.victim = run.spec.url
-            os.kill(run.actor.pid(), signal.SIGKILL)
-
-
-def test_without_ray_a_crashing_decoder_still_fails_its_input_only(tmp_path):
-    clips = [make_media(tmp_path / f"d{i}.mp4", MediaSpec(duration_s=8.0, flashes=(), clicks=())).path
-             for i in range(2)]
-    cfg = load_config(overrides={"out": str(tmp_path / "o"), "executor": "local", "concurrency": 1,
-                                 "max_inflight": 4, "readahead_cells": 4, "chunk_cells": 1, "max_batch": 1})
-    killer = _KillDecoderProcess()
-    summary = Engine(cfg, observers=[killer]).annotate(clips)
-    by_input = {r.input: r for r in summary.inputs}
-    assert summary.exit_code == 1
-    assert by_input[killer.victim].status == "failed" and "decoder process died" in by_input[killer.victim].reason
-    (other,) = [r for name, r in by_input.items() if name != killer.victim]
-    assert other.status == "ok" and other.cells == 8
-    assert {r["stream_id"] for r in read(tmp_path / "o", "caption")} == {other.stream_id}
 
 
 def test_auto_runs_small_local_archives_without_ray(clips, tmp_path, monkeypatch):

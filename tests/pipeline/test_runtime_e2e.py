@@ -3,6 +3,7 @@ the offline detectors, the Parquet dataset (read back with pyarrow and DuckDB) a
 
 import json
 import os
+import signal
 import uuid
 
 import pytest
@@ -188,30 +189,39 @@ def test_a_sink_gone_for_good_stops_the_run_with_the_reason_and_decodes_nothing_
 
 
 class _KillFirstDecoder(Observer):
-    """Kills the decoding actor of the first input once it delivered cells: a decoder crash."""
+    """Kills the decoder of the first input once it delivered cells: a decoder crash. Under Ray its
+    actor (``ray.kill``), with the local executor its process (SIGKILL)."""
 
-    def __init__(self):
-        self.victim = None
+    def __init__(self, executor: str):
+        self.executor, self.victim = executor, None
 
     def cells_annotated(self, run, cells, seconds):
-        import ray
+        if self.victim is not None:
+            return
+        self.victim = run.spec.url
+        if self.executor == "ray":
+            import ray
 
-        if self.victim is None:
-            self.victim = run.spec.url
             ray.kill(run.actor, no_restart=False)
+        else:
+            os.kill(run.actor.pid(), signal.SIGKILL)
 
 
-def test_a_crashing_decoder_fails_its_input_only(tmp_path, ray_local):
+@pytest.mark.parametrize("executor", ["ray", "local"])
+def test_a_crashing_decoder_fails_its_input_only(executor, tmp_path, request):
+    if executor == "ray":
+        request.getfixturevalue("ray_local")
     clips = [make_media(tmp_path / f"d{i}.mp4", MediaSpec(duration_s=8.0, flashes=(), clicks=())).path
              for i in range(2)]
     # readahead 4 of 8 cells: the first input is still decoding (its process not yet handed to the
     # next input) when its first cell comes back from the operators
-    cfg = load_config(overrides={"out": str(tmp_path / "o"), "concurrency": 1, "max_inflight": 4,
-                                 "readahead_cells": 4, "chunk_cells": 1, "max_batch": 1})
-    killer = _KillFirstDecoder()
-    summary = Engine(cfg, observers=[killer]).annotate(clips)
+    cfg = load_config(overrides={"out": str(tmp_path / "o"), "executor": executor, "concurrency": 1,
+                                 "max_inflight": 4, "readahead_cells": 4, "chunk_cells": 1, "max_batch": 1})
+    killer = _KillFirstDecoder(executor)
+    engine = Engine(cfg, observers=[killer])
+    summary = engine.annotate(clips)
     by_input = {r.input: r for r in summary.inputs}
-    assert summary.exit_code == 1
+    assert engine.executor_name == executor and summary.exit_code == 1
     assert by_input[killer.victim].status == "failed" and "decoder process died" in by_input[killer.victim].reason
     (other,) = [r for name, r in by_input.items() if name != killer.victim]
     assert other.status == "ok" and other.cells == 8

@@ -16,6 +16,7 @@ from pipeline.config import load_config
 from pipeline.metrics import Metrics
 from pipeline.runtime import Engine, Observer
 from tests.datasets import read_kind as read
+from tests.live import Outage
 from tests.media import MediaSpec, make_media
 from tests.servers import free_port, have_ffmpeg_cli, have_gst_rtsp, release_port, rtsp_server, udp_ts_sender
 
@@ -24,24 +25,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def by_stream(rows, stream):
     return [r for r in rows if r["stream_id"] == stream]
-
-
-class _RestartServer(Observer):
-    """SIGKILLs the RTSP server once its stream has delivered a few cells, and starts it again 1 s later."""
-
-    def __init__(self, srv, stream, after_cells):
-        self.srv, self.stream, self.after = srv, stream, after_cells
-        self.thread = threading.Thread(target=self._restart, daemon=True)
-
-    def cells_annotated(self, run, cells, seconds):
-        if run.result.stream_id == self.stream and run.result.cells >= self.after and not self.thread.is_alive() \
-                and self.thread.ident is None:
-            self.thread.start()
-
-    def _restart(self):
-        self.srv.kill()
-        time.sleep(1.0)
-        self.srv.start()
 
 
 @pytest.mark.skipif(not (have_gst_rtsp() and have_ffmpeg_cli()), reason="needs GStreamer RTSP server and ffmpeg CLI")
@@ -54,7 +37,7 @@ def test_rtsp_and_udp_at_once_with_an_rtsp_restart(tmp_path, ray_local, monkeypa
     password = "d00r@cam/pw"
     monkeypatch.setenv("AVGRID_TEST_DOOR_PW", urllib.parse.quote(password, safe=""))
     with rtsp_server(login=("viewer", password)) as srv, udp_ts_sender(ts) as snd:
-        restarter = _RestartServer(srv, "door", after_cells=3)
+        restarter = Outage(srv, after_cells=3, down_s=1.0, stream="door")   # SIGKILL, back 1 s later
         door = srv.url.replace("rtsp://", "rtsp://viewer:${AVGRID_TEST_DOOR_PW}@")
         summary = Engine(cfg, observers=[restarter]).run([f"door={door}", f"yard={snd.url}"])
         restarter.thread.join()

@@ -16,7 +16,7 @@ import pytest
 from pipeline.errors import SourceError
 from pipeline.grid import Cell, Gap
 from pipeline.sources import SourceOptions, open_source
-from tests.live import FAST, GRID, check_contiguous, event_cells, read_across_restart
+from tests.live import FAST, GRID, check_contiguous, check_reconnect, event_cells, read_across_restart
 from tests.media import MediaSpec, make_media
 from tests.servers import (
     free_port,
@@ -24,6 +24,7 @@ from tests.servers import (
     have_gst_rtsp,
     hls_server,
     release_port,
+    rtmp_server,
     rtsp_server,
     silent_tcp_server,
     udp_laggy_link,
@@ -52,24 +53,10 @@ def test_rtsp_clip_reconnects_after_server_restart_without_leaking_the_password(
         with open_source(url, GRID, options=FAST) as src:
             assert src.is_live and SECRET not in src.source and "***" in src.source
             items = read_across_restart(src, srv.kill, srv.start)
-    gaps = [i for i in items if isinstance(i, Gap)]
-    assert len(gaps) == 1 and gaps[0].reason == "reconnect"
-    assert gaps[0].extra["attempts"] >= 1 and gaps[0].extra["cause"]     # e.g. "Connection refused"
-    k = items.index(gaps[0])
-    before, after = items[:k], items[k + 1:]
-    check_contiguous(before)
-    check_contiguous(after)
-    assert {c.segment for c in before} == {0} and {c.segment for c in after} == {1}
-    gap = gaps[0]
-    # the gap starts where the old segment's cells end and covers at least the second of downtime
-    assert gap.t_start == pytest.approx(before[-1].t_end)
-    assert gap.t_end - gap.t_start >= 1.0 and gap.wall_end - gap.wall_start >= dt.timedelta(seconds=1.0)
-    assert after[0].t_start == pytest.approx(gap.t_end) and after[0].wall_start >= gap.wall_start
-    assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.95 for c in before[:-1] + after[:-1])
-    # the clip plays from its start after the restart: flash and click together in cell 2 of each segment
-    for seg in (before, after):
-        flash, click = event_cells(seg)
-        assert flash == click == {2}
+    before, gap, after = check_reconnect(items)
+    assert gap.extra["cause"]                                            # e.g. "Connection refused"
+    assert gap.wall_end - gap.wall_start >= dt.timedelta(seconds=1.0)
+    assert after[0].wall_start >= gap.wall_start
     for item in items:
         assert SECRET not in item.source + item.stream_id
     assert SECRET not in caplog.text and "reconnect" in caplog.text
@@ -251,19 +238,24 @@ def test_close_from_another_thread_unblocks_a_waiting_iterator(tmp_path):
 
 @needs_ffmpeg
 @pytest.mark.timeout(60)
-def test_hls_over_local_http(clip):
-    with hls_server(clip) as srv:
+@pytest.mark.parametrize("serve, n_cells, events", [
+    # a live playlist starts segments behind its edge: the first media is old, later media is fresh,
+    # and where in the clip it starts depends on the playlist's window
+    (hls_server, 4, None),
+    # ffmpeg -listen plays the clip from its start to the client (measured: the first RTMP media
+    # comes ~0.4 s later than the rest)
+    (rtmp_server, 3, ({2}, {2})),
+], ids=["hls", "rtmp"])
+def test_live_server_of_a_clip(serve, n_cells, events, clip):
+    with serve(clip) as srv:
         with open_source(srv.url, GRID, options=FAST) as src:
             assert src.is_live
-            cells = []
-            for item in src:
-                cells.append(item)
-                if len(cells) == 4:
-                    break
+            cells = [c for _, c in zip(range(n_cells), src)]
     assert all(isinstance(c, Cell) for c in cells)
-    # a live playlist starts segments behind its edge: the first media is old, later media is fresh
     check_contiguous(cells, catch_up_s=None)
     assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.95 for c in cells)
+    if events is not None:
+        assert event_cells(cells) == events
 
 
 @pytest.mark.timeout(30)
@@ -342,11 +334,7 @@ def test_v4l2_camera_gives_live_cells():
     dev = sorted(glob.glob("/dev/video*"))[0]
     with open_source(dev, GRID, options=SourceOptions(open_timeout_s=5, read_timeout_s=5, reconnect=False)) as src:
         assert src.is_live
-        cells = []
-        for item in src:
-            cells.append(item)
-            if len(cells) == 2:
-                break
+        cells = [c for _, c in zip(range(2), src)]
     check_contiguous(cells)
     assert all(c.frame_mask.any() for c in cells)
 
@@ -380,24 +368,6 @@ def test_realtime_replay_of_a_file(tmp_path):
     assert [e for e, _ in ends] == [1.0, 2.0]
     # each cell leaves once its end is due (the first one sets the origin when it is ready)
     assert ends[1][1] - ends[0][1] >= 0.9
-
-
-@needs_ffmpeg
-@pytest.mark.timeout(60)
-def test_rtmp_server(clip):
-    from tests.servers import rtmp_server
-
-    with rtmp_server(clip) as srv:
-        with open_source(srv.url, GRID, options=FAST) as src:
-            assert src.is_live
-            cells = []
-            for item in src:
-                cells.append(item)
-                if len(cells) == 3:
-                    break
-    check_contiguous(cells, catch_up_s=None)    # measured: the first RTMP media comes ~0.4 s later than the rest
-    assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.95 for c in cells)
-    assert event_cells(cells) == ({2}, {2})
 
 
 def test_a_protocol_missing_from_ffmpeg_is_named(monkeypatch):

@@ -20,7 +20,7 @@ from pipeline.grid import Cell, Gap
 from pipeline.redact import redact
 from pipeline.sources import SourceOptions, open_source
 from pipeline.sources.relay import cli_input_protocols
-from tests.live import FAST, GRID, check_contiguous, event_cells, read_across_restart
+from tests.live import FAST, GRID, check_contiguous, check_reconnect, event_cells, read_across_restart
 from tests.media import MediaSpec, make_media
 from tests.servers import free_port, release_port, srt_sender
 
@@ -108,20 +108,7 @@ def test_srt_sender_restart_reconnects_with_a_gap_and_keeps_the_passphrase_secre
             relays = relay_pids()
             assert len(relays) == 1 and SECRET not in cmdline(relays[0])
         assert relays and wait_gone(relays), "the relay outlived its source"
-    gaps = [i for i in items if isinstance(i, Gap)]
-    assert [g.reason for g in gaps] == ["reconnect"]
-    k = items.index(gaps[0])
-    before, after = items[:k], items[k + 1:]
-    check_contiguous(before)
-    check_contiguous(after)
-    assert {c.segment for c in before} == {0} and {c.segment for c in after} == {1}
-    gap = gaps[0]
-    assert gap.t_start == pytest.approx(before[-1].t_end) and after[0].t_start == pytest.approx(gap.t_end)
-    assert gap.t_end - gap.t_start >= 1.0 and gap.extra["attempts"] >= 1
-    assert all(c.frame_mask.all() and c.audio_mask.mean() > 0.95 for c in before[:-1] + after[:-1])
-    # the sender plays the clip from its start on each connection: flash and click together in cell 2
-    for seg in (before, after):
-        assert event_cells(seg) == ({2}, {2})
+    check_reconnect(items)
     for item in items:
         assert SECRET not in item.source + item.stream_id + str(item.extra if isinstance(item, Gap) else "")
     assert SECRET not in caplog.text and "reconnect" in caplog.text

@@ -4,12 +4,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from operators.fusion import Bundle, CellFeaturizer, default_preprocessing
+from operators.fusion import Bundle
 from pipeline.cli import main
 from pipeline.knowntruth.dataset import EVENTS, make_cells, make_dataset
-from pipeline.training import clips_from_arrays, evaluate, evaluate_clips, train, train_clips
+from pipeline.training import clips_from_arrays, evaluate, evaluate_clips, train
 from pipeline.training.labels import DataError, Vocab, cell_targets, read_labels
 from pipeline.training.metrics import average_precision
 
@@ -63,23 +62,8 @@ def test_impact_holds_only_when_collision_and_bang_share_a_cell():
     assert collision_only > both and bang_only > both > 0
 
 
-@pytest.fixture(scope="module")
-def trained():
-    # tiny matrices: one thread is several times faster than two on a busy 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fz = CellFeaturizer()
-        clips = clips_from_arrays(make_cells(80, seed=0), fz)
-        bundle, report = train_clips(clips, None, featurizer=fz, preprocessing=default_preprocessing(), epochs=40,
-                                     batch_size=8, seed=0, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return bundle, report, fz
-
-
-def test_short_training_learns_well_above_chance(trained):
-    bundle, report, fz = trained
+def test_short_training_learns_well_above_chance(trained_bundle):
+    bundle, report, fz, _ = trained_bundle
     test = clips_from_arrays(make_cells(16, seed=7), fz)      # unseen scenes
     m = evaluate_clips(bundle, test)
     assert m["n_cells"] == 16 * 8
@@ -95,8 +79,8 @@ def test_short_training_learns_well_above_chance(trained):
     assert shifted["event"]["f1"].get("impact", 0.0) < m["event"]["f1"]["impact"] - 0.3
 
 
-def test_trained_bundle_predicts_what_happens(trained, tmp_path):
-    bundle, _, _ = trained
+def test_trained_bundle_predicts_what_happens(trained_bundle, tmp_path):
+    bundle = trained_bundle.bundle
     bundle.save(tmp_path / "b")
     loaded = Bundle.load(tmp_path / "b")
     clip = make_cells(4, seed=11)[3]
