@@ -59,7 +59,7 @@ def summarise(path: str, t0: float, t1: float, *, thumbs: int, audio_bins: int) 
     for what, kind, n, read, into in (("thumbnails", "video", thumbs, _thumbnails, "thumbs"),
                                       ("audio", "audio", audio_bins, _levels, "audio")):
         try:
-            with av.open(path) as container:
+            with av.open(path, metadata_errors="replace") as container:
                 if not getattr(container.streams, kind):
                     out.notes.append(f"no {kind} stream")
                 elif n > 0:

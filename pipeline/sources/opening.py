@@ -143,7 +143,8 @@ class Opener:
         try:
             if self.relay is None:
                 try:
-                    c = av.open(url, format=fmt, options=opts, timeout=timeout)
+                    # a damaged tag must not cost the media: undecodable bytes in metadata read as U+FFFD
+                    c = av.open(url, format=fmt, options=opts, timeout=timeout, metadata_errors="replace")
                 except av.ProtocolNotFoundError:
                     if not can_relay(url):
                         raise
@@ -151,7 +152,7 @@ class Opener:
             if self.relay is not None:
                 # probed, not format="mpegts": a forced demuxer shrugs off the deadline while reading its
                 # header and then waits a second deadline in find_stream_info
-                c = av.open(self.relay.start(), timeout=timeout)
+                c = av.open(self.relay.start(), timeout=timeout, metadata_errors="replace")
         except (av.FFmpegError, OSError, ValueError) as e:
             why = reason(e) if is_live or "://" in url else file_open_reason(e)
             scheme = urlsplit(url).scheme

@@ -68,6 +68,21 @@ def test_an_intact_clip_has_no_damage(clips):
     assert len(cells) == 8 and src.bad_packets == 0 and "damaged" not in src.facts
 
 
+def test_tags_that_are_not_utf8_cost_nothing(clips):
+    # a bit flip in a Matroska tag made PyAV's strict UTF-8 decoding reject whole files ffmpeg plays
+    # (3 of 1000 fuzzed files in the reliability harness)
+    d, _ = clips
+    bad = d / "badtags.mkv"
+    ffmpeg("-i", d / "base.mkv", "-c", "copy", "-metadata", "title=ab\u00ce", bad)
+    raw = bad.read_bytes()
+    assert b"ab\xc3\x8e" in raw                  # the tag in UTF-8; now make it bytes that are not UTF-8
+    bad.write_bytes(raw.replace(b"ab\xc3\x8e", b"ab\xce\xce", 1))
+    with pytest.raises(UnicodeDecodeError):
+        av.open(str(bad)).metadata              # what PyAV does by default
+    src, cells = read_all(bad)
+    assert len(cells) == 8 and src.bad_packets == 0
+
+
 def test_a_truncated_file_keeps_its_media_and_says_where_it_ends(clips):
     d, _ = clips
     src, cells = read_all(d / "truncated.mkv")
