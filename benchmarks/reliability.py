@@ -324,18 +324,15 @@ class _Fault:
 def _kafka_trial_check(out: Path, bootstrap: str, prefix: str, summary) -> dict:
     """What Kafka, the dead-letter file and Parquet hold after one run into ``prefix``."""
     built = records(out)
-    ok = {r.stream_id for r in summary.inputs if r.status == "ok"}
+    dl = {x["record"].get("record_id") for x in dead_letters(out)}
+    committed = {r.stream_id for r in summary.inputs if r.status == "ok"}
+    ids = {r["record_id"]: r["stream_id"] for k in KINDS for r in built[k]}
     # what Kafka acknowledged: the records of the inputs committed, less any dead-lettered
-    acked = ({r["record_id"] for k in KINDS for r in built[k] if r["stream_id"] in ok}
-             - {x["record"].get("record_id") for x in dead_letters(out)})
-    msgs = consume_all(bootstrap, prefix, expect=acked)
+    msgs = consume_all(bootstrap, prefix, expect={rid for rid, sid in ids.items() if sid in committed} - dl)
     by_id: dict[str, set] = defaultdict(set)
     for _kind, value in msgs:
         d = json.loads(value)
         by_id[d["record_id"]].add(content(d))
-    dl = {x["record"].get("record_id") for x in dead_letters(out)}
-    committed = {r.stream_id for r in summary.inputs if r.status == "ok"}
-    ids = {r["record_id"]: r["stream_id"] for k in KINDS for r in built[k]}
     return {
         "records": len(ids), "messages": len(msgs),
         "acked_lost": sum(1 for rid, sid in ids.items() if sid in committed and rid not in by_id),

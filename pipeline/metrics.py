@@ -31,6 +31,7 @@ A finished stream's gauges are removed, its counters stay.
 
 from __future__ import annotations
 
+import datetime as _dt
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
@@ -103,8 +104,6 @@ class Metrics(Observer):
             self.errors.labels("sink").inc(len(delivery.failed_sinks))
 
     def sink_health(self, h) -> None:
-        import datetime as _dt
-
         if self._kafka is None:
             r = self.registry
             self._kafka = {
