@@ -785,7 +785,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(parts) - set(PARTS)
     if unknown:
         ap.error(f"unknown part(s): {', '.join(sorted(unknown))}")
-    rng = random.Random(args.seed)
+    def rng(part: str) -> random.Random:
+        # one generator per part, so `--only PART` replays exactly what PART did in a full run
+        return random.Random(f"{args.seed}/{part}")
+
     work = Path(tempfile.mkdtemp(prefix="avgrid-reliability-"))
     figures, notes = {}, {"seed": args.seed, "parts": parts}
     t_start = time.monotonic()
@@ -800,14 +803,15 @@ def main(argv: list[str] | None = None) -> int:
                 cluster.up()
                 try:
                     if "broker_kill" in parts:
-                        r = broker_kill_trials(args.broker_kill, cluster=cluster, clips=clips, work=work, rng=rng)
+                        r = broker_kill_trials(args.broker_kill, cluster=cluster, clips=clips, work=work,
+                                               rng=rng("broker_kill"))
                         figures.update(broker_kill_trials=r["trials"], acked_lost=r["acked_lost"],
                                        duplicate_ids_distinct=r["duplicate_ids_distinct"],
                                        broker_kill_duplicates=r["duplicates"], broker_kill_in_neither=r["in_neither"])
                         notes["broker_kill"] = r
                     if "broker_stall" in parts:
-                        r = broker_stall_trials(args.broker_stall, cluster=cluster, clips=clips, work=work, rng=rng,
-                                                delivery_timeout_s=args.stall_delivery_s)
+                        r = broker_stall_trials(args.broker_stall, cluster=cluster, clips=clips, work=work,
+                                                rng=rng("broker_stall"), delivery_timeout_s=args.stall_delivery_s)
                         figures.update(broker_stall_trials=r["trials"],
                                        stall_end_over_delivery_s=r["end_over_delivery_s"],
                                        stall_records_in_neither=r["in_neither"])
@@ -821,11 +825,11 @@ def main(argv: list[str] | None = None) -> int:
                                pss_growth_mb_per_file=r["pss_growth_mb_per_file"], memory_peak_mb=r["mem_peak_mb"])
                 notes["memory"] = r
         if "pipeline_kill" in parts:
-            r = pipeline_kill_trials(args.pipeline_kill, clips=clips, work=work, rng=rng)
+            r = pipeline_kill_trials(args.pipeline_kill, clips=clips, work=work, rng=rng("pipeline_kill"))
             figures.update(pipeline_kill_trials=r["trials"], pipeline_kill_mismatches=r["mismatches"])
             notes["pipeline_kill"] = r
         if "fuzz" in parts:
-            r = fuzz(args.fuzz, clips=clips, work=work, rng=rng)
+            r = fuzz(args.fuzz, clips=clips, work=work, rng=rng("fuzz"))
             figures.update(fuzz_files=r["files"], fuzz_driver_crashes=r["driver_crashes"], fuzz_hangs=r["hangs"],
                            fuzz_unexplained=r["unexplained"], fuzz_errno_texts=r["errno_texts"],
                            fuzz_rejected_decodable=r["rejected_decodable"],
@@ -840,7 +844,7 @@ def main(argv: list[str] | None = None) -> int:
             if r["exit_s"] == r["exit_s"]:
                 figures["sigterm_exit_s"] = max(figures.get("sigterm_exit_s", 0.0), r["exit_s"])
         if "sigterm" in parts:
-            r = sigterm_trials(args.sigterm, work=work, rng=rng)
+            r = sigterm_trials(args.sigterm, work=work, rng=rng("sigterm"))
             figures["sigterm_exit_s"] = max(figures.get("sigterm_exit_s", 0.0), r["exit_s"])
             figures["sigterm_bad_exits"] = r["bad_exits"]
             notes["sigterm"] = r

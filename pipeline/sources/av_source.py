@@ -296,6 +296,12 @@ class AVSource(Source):
                 packet = next(packets)
             except StopIteration:
                 break
+            except IndexError:
+                # PyAV's demux fails in its end-of-file flush when the container gained a stream after
+                # opening (MPEG-TS can: a damaged PMT announces a new PID). Every packet was read by then,
+                # so the decoders are flushed here instead of losing the file.
+                got_any |= self._flush_decoders(vs, as_)
+                break
             finally:
                 self._blocking("", None)
             if packet.size:
@@ -310,17 +316,34 @@ class AVSource(Source):
                 # codes) costs that packet's frames, not the stream
                 self._bad_packet(packet, vs, e)
                 continue
-            for frame in frames:
-                got_any = True
-                if packet.stream is vs:
-                    self._on_video(frame)
-                else:
-                    self._on_audio(frame)
+            got_any |= self._deliver(frames, packet.stream is vs)
             if timeline.seg is not None and not self._emit(self._ready(timeline.seg.aligner.pop_ready)):
                 break
         if self._resampler is not None and timeline.seg is not None:
             self._feed_audio(self._drain_resampler())
         return got_any
+
+    def _deliver(self, frames, video: bool) -> bool:
+        """Hand decoded frames on; True if there was any."""
+        got = False
+        for frame in frames:
+            got = True
+            if video:
+                self._on_video(frame)
+            else:
+                self._on_audio(frame)
+        return got
+
+    def _flush_decoders(self, vs, as_) -> bool:
+        got = False
+        for s in (vs, as_):
+            if s is None:
+                continue
+            try:
+                got |= self._deliver(s.codec_context.decode(None), s is vs)
+            except av.FFmpegError as e:
+                log.debug("%s: flushing the %s decoder: %s", self.source, s.type, reason(e))
+        return got
 
     def _frame_time(self, kind: str, frame, duration_s: float) -> float:
         t = seconds(frame.pts, frame.time_base) if frame.pts is not None else None

@@ -83,6 +83,28 @@ def test_tags_that_are_not_utf8_cost_nothing(clips):
     assert len(cells) == 8 and src.bad_packets == 0
 
 
+def test_an_mpegts_stream_announced_mid_file_costs_nothing(tmp_path):
+    # a bit flip in an MPEG-TS program table can announce a stream that was not there at open; PyAV's
+    # demux then fails in its end-of-file flush with IndexError (1 of 1000 fuzzed files in the
+    # reliability harness). Here: 3 s of video-only TS stuffed past FFmpeg's 5 MB probe, 2 s of video
+    # plus an audio PID it has not seen, then the first part again.
+    plain, extra = tmp_path / "plain.ts", tmp_path / "extra.ts"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", 3, "-c:v", "libx264", "-preset", "ultrafast",
+           "-b:v", "20M", "-minrate", "20M", "-maxrate", "20M", "-bufsize", "2M", "-x264-params", "nal-hrd=cbr", plain)
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440", "-t", 2,
+           "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "mp2", "-streamid", "0:256", "-streamid", "1:300", extra)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(plain.read_bytes() + extra.read_bytes() + plain.read_bytes())
+    with av.open(str(joined)) as c:
+        assert len(c.streams) == 1
+        with pytest.raises(IndexError):           # what PyAV does
+            for _ in c.demux(c.streams.video[0]):
+                pass
+    src, cells = read_all(joined)
+    assert len(cells) == 8                         # 3 + 2 + 3 s, the last flushed frames included
+    assert src.bad_packets == 0
+
+
 def test_a_truncated_file_keeps_its_media_and_says_where_it_ends(clips):
     d, _ = clips
     src, cells = read_all(d / "truncated.mkv")
