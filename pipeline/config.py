@@ -284,6 +284,10 @@ class ArchiveOptions:
     full_hash: bool = option(False, "avgrid annotate: identify inputs by the sha256 of their whole content "
                              "instead of size, modification time and sampled blocks (reads every file once more; "
                              "a copied or touched file with the same bytes is then still skipped)")
+    decoders: int = option(0, "avgrid annotate: readers decoding one long file (90 s or more, in a seekable "
+                           "container: MP4, MOV, MKV, WebM, AVI) at once, in windows of 30 s handed on in order; "
+                           "the cells are those of one pass. 0: one per core, at most 4; 1: one pass",
+                           shown="one per core, at most 4")
 
 
 @dataclass(frozen=True)

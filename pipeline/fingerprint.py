@@ -49,7 +49,7 @@ NOT_SHAPING = frozenset({
     "ray_address", "metrics_port", "metrics_host", "dashboard_port", "dashboard_host", "duration", "chunk_cells",
     "max_batch", "max_wait_ms", "max_inflight", "readahead_cells", "operator_actors", "concurrency", "num_cpus",
     "torch_threads", "status_interval_s", "progress", "media_origin", "force", "full_hash",
-    "executor", "local_max_mb", "thumbnail_interval_s",       # where and how fast, not what
+    "executor", "local_max_mb", "thumbnail_interval_s", "decoders",   # where and how fast, not what
     # the grid options: the grid the records were actually cut on is recorded instead (a bundle dictates it)
     "hop_s", "fps", "frame_size",
 })

@@ -198,7 +198,8 @@ class GridAligner:
                  frame_tolerance_s: float, convert: Callable[[Any], np.ndarray] = lambda f: f,
                  segment: int = 0, time_offset_s: float = 0.0, wall_t0: _dt.datetime | None = None,
                  source: str = "", is_live: bool = False, max_lag_s: float = 5.0, audio_slack_s: float = 0.002,
-                 convert_detect: Callable[[Any], np.ndarray] | None = None, detect_hw: tuple[int, int] | None = None):
+                 convert_detect: Callable[[Any], np.ndarray] | None = None, detect_hw: tuple[int, int] | None = None,
+                 first_index: int = 0):
         self.grid, self.stream_id, self.t0 = grid, stream_id, float(t0_s)
         self._detect_hw = None
         if grid.detect_per_cell and has_video:
@@ -214,10 +215,12 @@ class GridAligner:
         self._dt = grid.hop_s / grid.frames_per_cell
         self._slack = int(round(audio_slack_s * grid.sample_rate_hz))
         self._cells: dict[int, _CellBuffer] = {}
-        self._next_emit = 0
+        # ``first_index``: cells before it are not made (a reader that starts mid-file: media before
+        # that cell only primes the decoders and slot choices, see pipeline.sources.chunked)
+        self._next_emit = max(0, int(first_index))
         # video state: next undecided slot, previous frame (time, obj, converted-or-None)
         self._video_done = not has_video
-        self._slot = 0
+        self._slot = self._next_emit * grid.frames_per_cell
         self._prev: list | None = None
         self._video_end = -np.inf            # end of the last frame seen (t + tolerance), segment clock
         # audio state: next expected sample position from t0, -1 before the first chunk

@@ -352,7 +352,7 @@ class SinkWorker:
         travel inside Ray, never on a command line), or None for Parquet only."""
         import uuid
 
-        from pipeline.sinks import FanOut, KafkaSink, ParquetSink
+        from pipeline.sinks import FanOut, ParquetSink
 
         # a restarted actor is a new writer: its files need their own name (records keep the run id)
         self.incarnation = uuid.uuid4().hex[:8]
@@ -360,6 +360,8 @@ class SinkWorker:
         writer_id = f"{run_id}.r{self.incarnation}" if _restarted() else run_id
         sinks = [ParquetSink.open(out, run_id=writer_id)]
         if kafka:
+            from pipeline.sinks.kafka import KafkaSink
+
             try:
                 sinks.append(KafkaSink.connect(kafka))
             except Exception as e:

@@ -356,6 +356,8 @@ class _Loop:
             options["media_origin"] = spec.media_origin
         if self.live:       # a camera down at start is retried like one that drops later (None: for ever)
             options.setdefault("start_timeout_s", self.cfg.live.start_timeout_s)
+        else:               # a long file: several readers at once, so one file keeps every core busy
+            options.setdefault("decoders", self.cfg.archive.decoders or min(4, os.cpu_count() or 1))
         args = dict(name=spec.name, live=spec.live, capacity_cells=self.cfg.runtime.max_inflight, options=options)
         run.reused = bool(self.idle_sources) and not fresh
         if run.reused:

@@ -14,6 +14,9 @@ input with any password masked.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 from pipeline.errors import SourceError
 from pipeline.grid import GridConfig
 from pipeline.sources.base import Source, SourceOptions
@@ -47,4 +50,17 @@ def open_source(url: str, grid: GridConfig, *, name: str | None = None, live: bo
         from pipeline.sources.synthetic import SyntheticSource
         return SyntheticSource(url, grid, stream_id=stream_id, is_live=is_live or options.realtime, options=options)
     from pipeline.sources.av_source import AVSource
-    return AVSource(url, grid, stream_id=stream_id, is_live=is_live, options=options, auto_live=live is None)
+    src = AVSource(url, grid, stream_id=stream_id, is_live=is_live, options=options, auto_live=live is None)
+    from pipeline.sources.chunked import ChunkedSource, plan
+
+    starts = plan(src, options)
+    if len(starts) < 2:
+        return src
+    # the cores are shared out among the readers (FFmpeg's frame threads cost CPU to keep in step),
+    # and the windows after the first queue a window's worth of cells: they decode ahead while it is
+    # handed on
+    threads = options.decoder_threads or max(1, (os.cpu_count() or 1) // options.decoders)
+    src.options = dataclasses.replace(src.options, decoder_threads=threads)
+    ahead = dataclasses.replace(src.options, queue_cells=max(options.queue_cells,
+                                                             round(options.decoder_window_s / grid.hop_s)))
+    return ChunkedSource(src, starts, lambda: AVSource(url, grid, stream_id=stream_id, is_live=False, options=ahead))

@@ -30,6 +30,7 @@ hands cells and gaps on in order.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import time
 from fractions import Fraction
 
@@ -45,6 +46,9 @@ from pipeline.sources.liveclock import LiveClock, wall
 from pipeline.sources.opening import Opener, creation_time, reason, stream_facts
 from pipeline.sources.skipdecode import SkipPolicy
 from pipeline.sources.timeline import DROP, RESTART, START, Timeline, seconds
+
+
+WINDOW_LEAD_S = 0.5      # a window's reader starts this much before its first cell (then at a keyframe)
 
 
 class AVSource(Source):
@@ -73,6 +77,11 @@ class AVSource(Source):
         self._gap_extra: dict = {}      # and what caused it (a reconnect's last error, attempts)
         self._pace0: tuple[float, float] | None = None   # realtime files: (monotonic, media s) of the first cell
         self._start_error: SourceError | None = None   # live: why the open at start failed (retried)
+        # files: read only cells [first, end) of the first segment (end None: to the file's end);
+        # set before the reader starts (pipeline.sources.chunked reads a long file in such windows)
+        self.window: tuple[int, int | None] | None = None
+        self.window_done = False         # the read stopped at the window's end
+        self._audio_grid: float | None = None   # a window's reader: the audio start its samples align to
         self.last_error: str | None = None   # live: why the last open failed (while connecting, reconnecting)
         # fail early: a bad input raises here, in the caller's thread; a live one that cannot be reached
         # yet is retried by the reader thread, as one that dropped would be (self._container is None)
@@ -219,7 +228,10 @@ class AVSource(Source):
             raise SourceError(self._url, "no decodable audio or video")
         declared = None
         start = self._declared_start
-        if self.duration_s and self._timeline.n_segments == 1:
+        if self.window_done:
+            # a window of a longer read: it ends where the next one starts
+            declared = self.facts["t0_s"] + self.window[1] * self.grid.hop_s
+        elif self.duration_s and self._timeline.n_segments == 1:
             # one continuous clock: the media should reach the container's declared end (after a PTS
             # jump or reset, that declaration no longer maps onto the timeline)
             declared = (start if start is not None else (self.facts.get("t0_s") or 0.0)) + self.duration_s
@@ -230,7 +242,6 @@ class AVSource(Source):
 
     def _bad_packet(self, packet, vs, exc: BaseException) -> None:
         """A packet that would not decode: skipped and counted, as ffmpeg does (its frames are missing)."""
-        self.bad_packets += 1
         kind = "video" if packet.stream is vs else "audio"
         t = packet.pts if packet.pts is not None else packet.dts
         seg = self._timeline.seg
@@ -242,9 +253,17 @@ class AVSource(Source):
         elif kind in last_t:       # no timestamp (often a cut-off last packet): after the stream's last frame
             t_s = last_t[kind] + offset
         dur = seconds(packet.duration, packet.time_base) if packet.duration and packet.time_base else 0.0
+        if self.window and self.window[0] and (t_s is None or t_s + dur <= self._window_start_s()):
+            # a window's lead (a seek can land inside an audio frame): the window before reads that media
+            log.debug("%s: %s packet at %s s before the window skipped: %s", self.source, kind, t_s, reason(exc))
+            return
+        self.bad_packets += 1
         if not self.is_live:
             self.damage.bad_packet(kind, packet.stream.codec_context.name, t_s, dur)
         log.debug("%s: %s packet at %s s skipped: %s", self.source, kind, t_s, reason(exc))
+
+    def _window_start_s(self) -> float:
+        return (self._timeline.file_t0 or 0.0) + self.window[0] * self.grid.hop_s
 
     def _new_resampler(self):
         return av.AudioResampler(format="flt", layout="mono", rate=self.grid.sample_rate_hz)
@@ -272,6 +291,8 @@ class AVSource(Source):
         as_ = container.streams.audio[0] if container.streams.audio else None
         if vs is not None:
             vs.thread_type = "AUTO"
+            if self.options.decoder_threads:
+                vs.codec_context.thread_count = self.options.decoder_threads
             rate = vs.average_rate or vs.guessed_rate or vs.base_rate
             # one nominal frame interval; a rate above 120 fps is taken for a time base, not a rate
             self._tol = max(float(1 / rate), 1 / 120) if rate else self.grid.hop_s / self.grid.frames_per_cell
@@ -289,6 +310,14 @@ class AVSource(Source):
         skip.new_container(vs)
         read_timeout = self.options.read_timeout_s if self.is_live else None
         got_any = False
+        self._audio_grid = None
+        if self.window and self.window[0] and file_t0 is not None and vs is not None:
+            if as_ is not None and as_.start_time is not None:
+                self._audio_grid = float(as_.start_time * as_.time_base)   # where a one-pass read's audio starts
+            # to the keyframe before the window, a second early: the audio decoder and resampler
+            # settle on media whose cells are not made (GridAligner first_index)
+            t = file_t0 + self.window[0] * self.grid.hop_s - WINDOW_LEAD_S
+            container.seek(max(0, int(t / vs.time_base)), backward=True, stream=vs)
         packets = container.demux(*[s for s in (vs, as_) if s is not None])
         while not self._stop.is_set():
             self._blocking("read", read_timeout)
@@ -356,6 +385,10 @@ class AVSource(Source):
             self._timeline.seg.aligner.push_video(t, frame)
 
     def _on_audio(self, frame) -> None:
+        if self._audio_grid is not None:
+            frame = self._on_sample_grid(frame)
+            if frame is None:
+                return
         t = self._frame_time("audio", frame, frame.samples / (frame.sample_rate or 1))
         if self._route("audio", t):
             if frame.pts is None:       # the resampler places output by input pts
@@ -368,6 +401,28 @@ class AVSource(Source):
                     self.damage.bad_packet("audio", self.facts.get("audio_codec") or "?", t,
                                            frame.samples / (frame.sample_rate or 1))
                 log.debug("%s: audio frame at %.2f s not resampled: %s", self.source, t, reason(e))
+
+    def _on_sample_grid(self, frame):
+        """A window's first audio frame, less the samples before the first one a read from the file's
+        start would resample from (16 kHz from 48 kHz: every third input sample starts an output one).
+        Without this the window's audio would sit up to a sample apart from a one-pass read's."""
+        rate = frame.sample_rate or 0
+        if not rate or frame.pts is None or frame.time_base is None:
+            self._audio_grid = None
+            return frame
+        q = rate // math.gcd(rate, self.grid.sample_rate_hz)
+        skip = -round((seconds(frame.pts, frame.time_base) - self._audio_grid) * rate) % q
+        if skip >= frame.samples:
+            return None                 # the next frame is tried
+        self._audio_grid = None
+        if skip == 0:
+            return frame
+        arr = frame.to_ndarray()
+        arr = arr[:, skip:] if frame.format.is_planar else arr[:, skip * len(frame.layout.channels):]
+        out = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr), format=frame.format.name, layout=frame.layout.name)
+        out.sample_rate, out.time_base = rate, frame.time_base
+        out.pts = frame.pts + round(skip / rate / frame.time_base)
+        return out
 
     def _feed_audio(self, frames) -> None:
         for o in frames:
@@ -433,12 +488,13 @@ class AVSource(Source):
         if self._origin is not None and not self.is_live:
             # archive with a known origin: capture time = origin + (timeline time - time of the first cell)
             wall_t0 = self._origin + _dt.timedelta(seconds=t0 + offset - self.facts["t0_s"])
+        first = self.window[0] if self.window and timeline.n_segments == 0 else 0
         aligner = GridAligner(self.grid, stream_id=self.stream_id, t0_s=t0, has_video=has_v, has_audio=has_a,
                               frame_tolerance_s=self._tol if has_v else 1.0, convert=self._convert,
                               segment=timeline.n_segments, time_offset_s=offset, source=self.source,
                               is_live=self.is_live, max_lag_s=self.options.max_lag_s, wall_t0=wall_t0,
                               convert_detect=self._convert_detect if self._detect_hw else None,
-                              detect_hw=self._detect_hw)
+                              detect_hw=self._detect_hw, first_index=first)
         timeline.begin(aligner, t0)
 
     def _end_segment(self) -> None:
@@ -486,6 +542,9 @@ class AVSource(Source):
 
     def _emit(self, cells) -> bool:
         for c in cells:
+            if self.window and self.window[1] is not None and c.segment == 0 and c.index >= self.window[1]:
+                self.window_done = True          # the next window's reader makes this cell
+                return False
             if self.options.realtime and not self.is_live and not self._pace(c):
                 return False
             if not self._put(c):

@@ -59,6 +59,10 @@ class SourceOptions:
         backoff (state ``connecting``) for this long, then fail; None retries for ever, like a
         source that dropped later; 0 (the default here) fails at the first attempt, in the
         caller's thread. ``avgrid run`` passes its ``--start-timeout-s`` (default: for ever).
+    decoders / decoder_window_s / decoders_min_s: a file of at least ``decoders_min_s`` in a
+        seekable container is read by ``decoders`` readers at once, in windows of
+        ``decoder_window_s`` (:mod:`pipeline.sources.chunked`); 1 reads every file in one pass.
+    decoder_threads: FFmpeg threads per video decoder (0: FFmpeg's choice, one per core).
     """
 
     open_timeout_s: float = 10.0
@@ -77,6 +81,10 @@ class SourceOptions:
     clock_window_s: float = 30.0
     media_origin: _dt.datetime | None = None
     start_timeout_s: float | None = 0.0
+    decoders: int = 1
+    decoder_threads: int = 0
+    decoder_window_s: float = 30.0
+    decoders_min_s: float = 90.0
 
 
 class Source:
