@@ -18,7 +18,8 @@ partial file, also while a run is going.
 Re-runs: ``commit_input(stream_id)`` writes the input's remaining rows, then a commit marker that
 lists exactly the files holding that input, then deletes every other file of the input (what an
 earlier, killed attempt or an earlier run left). ``open()`` finishes that clean-up when a run died
-between the marker and the deletes. So an archive run killed at any point and run again (skipping
+between the marker and the deletes, and removes the temporary manifest or marker
+(``_avgrid/*/_<name>.<pid>@<host>.tmp``) a process of this host that is gone was writing. So an archive run killed at any point and run again (skipping
 ``committed_inputs()``) ends with the same record ids as one clean run, without duplicates.
 Uncommitted leftovers of an input stay readable until that input is committed again (at-least-once:
 duplicates carry the same ``record_id``). Live streams are never committed, so nothing of theirs is
@@ -38,6 +39,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -122,6 +124,7 @@ class ParquetSink:
         if (out / BOOKKEEPING / "runs" / f"{run_id}.json").exists():
             raise ValueError(f"run_id {run_id!r} was already used in {out}; every run needs a new one")
         _finish_cleanup(out, committed, earlier)
+        _remove_stale_temps(out)
         sink = cls(out, run_id=run_id, roll_rows=roll_rows, roll_seconds=roll_seconds,
                    partition_by=tuple(partition_by), compression=compression, committed=committed,
                    earlier_files=earlier)
@@ -320,8 +323,14 @@ def _atomic_write_table(final: Path, table: pa.Table, compression: str) -> None:
     _fsync_path(final.parent, directory=True)
 
 
+def _temp_owner() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
 def _atomic_write(final: Path, data: bytes) -> None:
-    tmp = final.with_name(f"_{final.name}.tmp")
+    # the temp name says who writes it, so a later run can tell one left by a killed process
+    # (_remove_stale_temps) from one another run is writing right now
+    tmp = final.with_name(f"_{final.name}.{_temp_owner()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -380,6 +389,34 @@ def _scan(out: Path) -> dict[str, set[str]]:
                 if m:
                     found[m.group(1)].add(os.path.relpath(os.path.join(dirpath, name), out))
     return found
+
+
+_TEMP_OWNER = re.compile(r"\.(\d+)@([^/]+)\.tmp$")
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Remove the bookkeeping temp files (``_<name>.<pid>@<host>.tmp``) of processes of this host that
+    are gone: a run killed while it wrote its manifest or a commit marker leaves one behind."""
+    host = socket.gethostname()
+    for d in (out / BOOKKEEPING / "runs", out / BOOKKEEPING / "commits"):
+        for p in d.glob("_*.tmp"):
+            m = _TEMP_OWNER.search(p.name)
+            if m is None or m.group(2) != host or _alive(int(m.group(1))):
+                continue
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _finish_cleanup(out: Path, committed: dict[str, dict], found: dict[str, set[str]]) -> None:

@@ -125,6 +125,29 @@ def test_open_finishes_a_clean_up_cut_short_after_the_commit_marker(tmp_path):
     assert {r.run_id for r in read_dataset(tmp_path, "event")} == {"r2"}
 
 
+def test_open_removes_a_manifest_temp_a_killed_run_left(tmp_path):
+    # a run SIGKILLed while it wrote its manifest leaves `_<run>.json.<pid>@<host>.tmp` (a full-suite run
+    # of tests/pipeline/test_reruns.py hit it once); the next run removes it, never one a live process writes
+    import socket
+
+    sink = ParquetSink.open(tmp_path, run_id="r1")
+    sink.write(sample_records("clip0", 3, run_id="r1"))
+    sink.commit_input("clip0")
+    sink.close()
+    runs = tmp_path / "_avgrid" / "runs"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    host = socket.gethostname()
+    left = runs / f"_r0.json.{int(dead.stdout)}@{host}.tmp"
+    live = runs / f"_r9.json.{os.getpid()}@{host}.tmp"
+    elsewhere = runs / f"_r8.json.{int(dead.stdout)}@another-host.tmp"
+    for p in (left, live, elsewhere):
+        p.write_text("{")
+    ParquetSink.open(tmp_path, run_id="r2").close()
+    assert not left.exists() and live.exists() and elsewhere.exists()
+    assert [p.name for p in runs.glob("*.json")] == ["r1.json"]
+
+
 def test_records_after_commit_are_refused(tmp_path):
     sink = ParquetSink.open(tmp_path, run_id="r1")
     sink.write(sample_records("clip0", 1))
