@@ -1,9 +1,8 @@
 """A small slice of each part of the reliability harness (benchmarks/reliability.py), so that a
 regression fails the suite: one broker SIGKILL and one SIGSTOP trial on a 3-node KRaft cluster, one
 pipeline SIGKILL + re-run, a dozen damaged files, a run over 60 files with its memory sampled (in a
-fresh interpreter), and a
-short live soak ended by a process-group SIGTERM. The full-size figures come from
-``python -m benchmarks.reliability``.
+fresh interpreter), and a short live soak ended by a process-group SIGTERM. The full-size figures
+come from ``python -m benchmarks.reliability``.
 """
 
 from __future__ import annotations
