@@ -314,9 +314,9 @@ class AVSource(Source):
         if self.window and self.window[0] and file_t0 is not None and vs is not None:
             if as_ is not None and as_.start_time is not None:
                 self._audio_grid = float(as_.start_time * as_.time_base)   # where a one-pass read's audio starts
-            # to the keyframe before the window, a second early: the audio decoder and resampler
+            # to the keyframe before the window, WINDOW_LEAD_S early: the audio decoder and resampler
             # settle on media whose cells are not made (GridAligner first_index)
-            t = file_t0 + self.window[0] * self.grid.hop_s - WINDOW_LEAD_S
+            t = self._window_start_s() - WINDOW_LEAD_S
             container.seek(max(0, int(t / vs.time_base)), backward=True, stream=vs)
         packets = container.demux(*[s for s in (vs, as_) if s is not None])
         while not self._stop.is_set():

@@ -6,7 +6,7 @@ could run side by side. A :class:`ChunkedSource` splits a long file into windows
 ``decoder_window_s`` (whole cells) and lets ``decoders`` readers work on consecutive windows at
 once, each in a thread of its own (PyAV and FFmpeg's scaler release the GIL while they work).
 Each window's reader is an ordinary :class:`~pipeline.sources.av_source.AVSource` that seeks to the
-keyframe a second before its first cell and makes only the window's cells
+keyframe half a second before its first cell and makes only the window's cells
 (:class:`~pipeline.grid.GridAligner` ``first_index``); the cells leave in order, window after window.
 
 What a user can rely on:
@@ -47,7 +47,7 @@ def plan(src, options) -> list[int]:
     """The first cell of each window to read ``src`` (an opened AVSource) in; ``[0]``: one pass."""
     if options.decoders < 2 or src.is_live or options.realtime or not src.duration_s:
         return [0]
-    c = getattr(src, "_container", None)
+    c = src._container
     if c is None or c.format.name not in SEEKABLE or not c.streams.video or src.duration_s < options.decoders_min_s:
         return [0]
     return window_starts(math.ceil(src.duration_s / src.grid.hop_s),
@@ -156,6 +156,5 @@ class ChunkedSource(Source):
             src.close()
 
     def close(self, drain: bool = False) -> None:
-        for _, src in list(self._readers):
-            src.close()
+        self._release()        # a window's reader blocked on a full queue, or a take waiting on one, returns
         super().close(drain)
